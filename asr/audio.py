@@ -1,0 +1,122 @@
+"""Decode what badges and kiosks produce into 16 kHz mono float32.
+
+PyAV (FFmpeg's libraries, shipped in the wheel) reads wav, mp3, m4a/aac, ogg/opus, flac and, where
+the bundled FFmpeg has the decoder, amr. Anything it cannot read raises :class:`AudioDecodeError`
+with the decoder's own reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AudioDecodeError, AudioTooLongError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+
+__all__ = ["SAMPLE_RATE", "AudioInfo", "probe", "decode", "iter_decode"]
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about a file, read without decoding it."""
+
+    format: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None  # seconds, None when the container does not say
+
+
+def _open(path: str | Path):
+    import av
+
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioDecodeError(f"not a readable audio file: {exc}") from exc
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read container headers: format, codec, rate, channels and declared duration."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise AudioDecodeError("the file holds no audio stream")
+        stream = container.streams.audio[0]
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        ctx = stream.codec_context
+        return AudioInfo(
+            format=container.format.name,
+            codec=ctx.name if ctx is not None else "unknown",
+            sample_rate=int(ctx.sample_rate or 0),
+            channels=int(ctx.channels or 0),
+            duration=duration,
+        )
+
+
+def iter_decode(
+    path: str | Path, *, block_seconds: float = 30.0, max_seconds: float | None = None
+) -> Iterator[np.ndarray]:
+    """Decode *path* to 16 kHz mono float32 in blocks of about *block_seconds*.
+
+    Memory stays bounded by the block size whatever the file's length. Raises
+    :class:`AudioTooLongError` as soon as more than *max_seconds* have been decoded.
+    """
+    import av
+
+    block = int(block_seconds * SAMPLE_RATE)
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    pending: list[np.ndarray] = []
+    pending_len = 0
+    total = 0
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise AudioDecodeError("the file holds no audio stream")
+        try:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    pending.append(arr)
+                    pending_len += arr.size
+                    total += arr.size
+                    if limit is not None and total > limit:
+                        raise AudioTooLongError(
+                            f"audio is longer than the limit of {max_seconds:.0f} s"
+                        )
+                if pending_len >= block:
+                    data = np.concatenate(pending)
+                    yield data[:block].astype(np.float32) / 32768.0
+                    rest = data[block:]
+                    pending, pending_len = ([rest], rest.size) if rest.size else ([], 0)
+            for out in resampler.resample(None):
+                pending.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:
+            raise AudioDecodeError(f"the audio could not be decoded: {exc}") from exc
+    if pending:
+        data = np.concatenate(pending)
+        if data.size:
+            yield data.astype(np.float32) / 32768.0
+
+
+def decode(path: str | Path, *, max_seconds: float | None = None) -> np.ndarray:
+    """Decode the whole file to one 16 kHz mono float32 array.
+
+    Raises :class:`AudioDecodeError` when nothing could be decoded.
+    """
+    blocks = list(iter_decode(path, max_seconds=max_seconds))
+    if not blocks:
+        raise AudioDecodeError("the file decoded to no audio samples")
+    audio = np.concatenate(blocks)
+    logger.debug("decoded %s: %.1f s", path, audio.size / SAMPLE_RATE)
+    return audio

@@ -1,0 +1,262 @@
+"""HTTP routes. Thin: parse, check permission, call :mod:`service.crud`, shape the answer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+import asr
+
+from . import crud, schemas
+from .auth import Principal, authenticate
+from .errors import PayloadTooLarge, Unprocessable
+from .models import Customer, Device, Recording
+from .store import safe_ext
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+# -- dependencies ------------------------------------------------------------------------------
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    principal = authenticate(session, authorization)
+    session.rollback()  # end the read transaction (SQLite: release the lock before long work)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+REF = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+
+
+def _recording_out(session: Session, rec: Recording) -> schemas.RecordingOut:
+    device = session.get(Device, rec.device_id)
+    customer = session.get(Customer, rec.customer_id) if rec.customer_id else None
+    return schemas.RecordingOut(
+        id=rec.id,
+        status=rec.status,
+        progress=rec.progress,
+        error=rec.error,
+        device_id=device.external_id if device else "",
+        source=rec.source,
+        customer_ref=customer.ref if customer else None,
+        client_ref=rec.client_ref,
+        recorded_at=crud.as_utc(rec.recorded_at),
+        received_at=crud.as_utc(rec.received_at),
+        duration=rec.duration,
+        language=rec.language,
+        size_bytes=rec.size_bytes,
+        sha256=rec.sha256,
+    )
+
+
+# -- routes ------------------------------------------------------------------------------------
+@router.get("/healthz", response_model=schemas.Health, tags=["operations"])
+def healthz(session: SessionDep) -> schemas.Health:
+    """Liveness plus the number of jobs waiting or running. No key needed."""
+    return schemas.Health(status="ok", pending_jobs=crud.pending_jobs(session))
+
+
+@router.post(
+    "/v1/recordings",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.RecordingAccepted,
+    tags=["recordings"],
+    responses={
+        200: {"model": schemas.RecordingAccepted, "description": "already uploaded with this client_ref"},
+        413: {"description": "file or audio too large (problem+json)"},
+        422: {"description": "not decodable audio, or a bad field (problem+json)"},
+    },
+)
+def upload_recording(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    file: Annotated[UploadFile, File(description="the audio: wav, mp3, m4a/aac, ogg/opus, flac, amr")],
+    device_id: Annotated[str, Form(pattern=REF, description="the badge's or kiosk's id")],
+    recorded_at: Annotated[datetime, Form(description="ISO 8601 start of the recording; no offset = UTC")],
+    source: Annotated[Literal["badge", "avatar"], Form()] = "badge",
+    customer_ref: Annotated[str | None, Form(pattern=REF, description="the CRM's customer id, if known")] = None,
+    client_ref: Annotated[
+        str | None, Form(pattern=REF, description="the device's own id for this file: a retry with it is answered with the first upload")
+    ] = None,
+) -> schemas.RecordingAccepted:
+    """Store the audio durably, queue it for transcription and tagging, answer 202.
+
+    The same `client_ref` from the same device again answers 200 with the first id and stores
+    nothing twice.
+    """
+    principal.require("recordings:create")
+    settings = request.app.state.settings
+    store = request.app.state.pipeline.store
+    tenant = principal.tenant_id
+    engine = request.app.state.engine
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+
+    def existing() -> schemas.RecordingAccepted | None:
+        if client_ref is None:
+            return None
+        with Session(engine, expire_on_commit=False) as s:
+            dev = s.exec(
+                crud.select(Device).where(Device.tenant_id == tenant, Device.external_id == device_id)
+            ).first()
+            rec = dev and crud.find_by_client_ref(s, tenant_id=tenant, device_id=dev.id, client_ref=client_ref)
+            if rec:
+                response.status_code = status.HTTP_200_OK
+                return schemas.RecordingAccepted(id=rec.id, status=rec.status, duplicate=True)
+        return None
+
+    if (dup := existing()) is not None:
+        return dup
+
+    rec_id = crud.new_recording_id()
+    now = datetime.now(timezone.utc)
+    ext = safe_ext(file.filename) or "bin"
+    key = f"{tenant}/{now:%Y/%m/%d}/{rec_id}.{ext}"
+    size, digest = store.put_stream(key, file.file, max_bytes=settings.max_upload_bytes)
+    try:
+        if size == 0:
+            raise Unprocessable("the uploaded file is empty", type="/problems/empty-audio")
+        try:
+            info = asr.probe(store.path(key))
+        except asr.AudioError as exc:
+            raise Unprocessable(f"the file is not decodable audio: {exc}", type="/problems/undecodable-audio") from exc
+        if info.duration is not None and info.duration > settings.max_audio_seconds:
+            raise PayloadTooLarge(
+                f"the audio lasts {info.duration:.0f} s, longer than the limit of {settings.max_audio_seconds:.0f} s",
+                type="/problems/audio-too-long",
+            )
+        if info.duration is not None and info.duration <= 0:
+            raise Unprocessable("the audio has no samples", type="/problems/empty-audio")
+        with Session(engine, expire_on_commit=False) as s:
+            dev = crud.get_or_create_device(s, tenant_id=tenant, external_id=device_id, source=source)
+            cust = crud.get_or_create_customer(s, tenant_id=tenant, ref=customer_ref) if customer_ref else None
+            rec = Recording(
+                id=rec_id,
+                tenant_id=tenant,
+                device_id=dev.id,
+                customer_id=cust.id if cust else None,
+                source=source,
+                client_ref=client_ref,
+                recorded_at=recorded_at,
+                filename=os.path.basename((file.filename or "").replace("\\", "/"))[:255],
+                content_type=(file.content_type or "")[:100],
+                size_bytes=size,
+                sha256=digest,
+                audio_path=key,
+                audio_format=info.format[:32],
+                duration=info.duration,
+            )
+            crud.create_recording(s, rec)
+            s.commit()
+    except IntegrityError:
+        store.delete(key)  # a concurrent duplicate won the race: answer with its id
+        if (dup := existing()) is not None:
+            return dup
+        raise
+    except BaseException:
+        store.delete(key)
+        raise
+    request.app.state.worker.notify()
+    response.headers["Location"] = f"/v1/recordings/{rec_id}"
+    return schemas.RecordingAccepted(id=rec_id, status="queued", duplicate=False)
+
+
+@router.get("/v1/recordings/{recording_id}", response_model=schemas.RecordingOut, tags=["recordings"])
+def get_recording(recording_id: str, principal: PrincipalDep, session: SessionDep) -> schemas.RecordingOut:
+    """Status (`queued|processing|done|failed`), progress 0..1 and the error text of a recording."""
+    principal.require("recordings:status")
+    rec = crud.get_recording(session, tenant_id=principal.tenant_id, recording_id=recording_id)
+    return _recording_out(session, rec)
+
+
+@router.get("/v1/recordings/{recording_id}/transcript", response_model=schemas.TranscriptOut, tags=["recordings"])
+def get_transcript(recording_id: str, principal: PrincipalDep, session: SessionDep) -> schemas.TranscriptOut:
+    """Segments with times and the tag assignments with their evidence."""
+    principal.require("transcripts:read")
+    rec = crud.get_recording(session, tenant_id=principal.tenant_id, recording_id=recording_id)
+    segs = crud.list_segments(session, recording_id=rec.id)
+    tags = crud.list_tag_assignments(session, recording_id=rec.id)
+    return schemas.TranscriptOut(
+        recording_id=rec.id,
+        status=rec.status,
+        language=rec.language,
+        duration=rec.duration,
+        asr_model=rec.asr_model,
+        text="".join(s.text for s in segs) if (rec.language or "").startswith("zh") else " ".join(s.text for s in segs),
+        segments=[
+            schemas.SegmentOut(
+                index=s.idx, start=s.start, end=s.end, text=s.text, speaker=s.speaker,
+                avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob,
+            )
+            for s in segs
+        ],
+        tags=[
+            schemas.TagOut(
+                kind=t.kind, code=t.code, label=t.label, confidence=t.confidence, method=t.method,
+                status=t.status, taxonomy_version=t.taxonomy_version, tagger_version=t.tagger_version,
+                evidence=[schemas.EvidenceOut(**{k: e.get(k) for k in schemas.EvidenceOut.model_fields}) for e in t.evidence],
+            )
+            for t in tags
+        ],
+    )
+
+
+@router.get("/v1/customers/{customer_ref}", response_model=schemas.CustomerProfileOut, tags=["customers"])
+def get_customer(customer_ref: str, principal: PrincipalDep, session: SessionDep) -> schemas.CustomerProfileOut:
+    """The customer's profile: each tag with count, first/last seen and the recordings it came from."""
+    principal.require("customers:read")
+    customer = crud.get_customer(session, tenant_id=principal.tenant_id, ref=customer_ref)
+    return schemas.CustomerProfileOut(
+        customer_ref=customer.ref,
+        updated_at=crud.as_utc(customer.updated_at),
+        tags=[
+            schemas.ProfileTagOut(
+                kind=p.kind, code=p.code, label=p.label, count=p.count, confidence=p.confidence,
+                first_seen=crud.as_utc(p.first_seen), last_seen=crud.as_utc(p.last_seen), recordings=p.recordings,
+            )
+            for p in crud.profile_tags(session, customer_id=customer.id)
+        ],
+    )
+
+
+@router.get("/v1/changes", response_model=schemas.ChangesPage, tags=["crm"])
+def get_changes(
+    principal: PrincipalDep,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="the `next` of the previous page; 0 = from the start")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.ChangesPage:
+    """Profile tag changes in commit order. Persist `next` and pass it as `after`."""
+    principal.require("changes:read")
+    rows = crud.list_changes(session, tenant_id=principal.tenant_id, after=after, limit=limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return schemas.ChangesPage(
+        data=[
+            schemas.ChangeOut(
+                cursor=c.seq, customer_ref=c.customer_ref, action=c.action, kind=c.kind, code=c.code,
+                label=c.label, count=c.count, confidence=c.confidence, recording_id=c.recording_id,
+                created_at=crud.as_utc(c.created_at),
+            )
+            for c in rows
+        ],
+        next=rows[-1].seq if rows else after,
+        has_more=has_more,
+    )

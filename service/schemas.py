@@ -1,0 +1,113 @@
+"""Response shapes of the public API (what OpenAPI documents)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class RecordingAccepted(BaseModel):
+    id: str
+    status: str
+    duplicate: bool = Field(False, description="true when this client_ref was uploaded before; nothing was stored twice")
+
+
+class RecordingOut(BaseModel):
+    id: str
+    status: str = Field(description="queued | processing | done | failed")
+    progress: float = Field(ge=0, le=1)
+    error: str | None = None
+    device_id: str
+    source: str
+    customer_ref: str | None = None
+    client_ref: str | None = None
+    recorded_at: datetime
+    received_at: datetime
+    duration: float | None = Field(None, description="seconds")
+    language: str | None = None
+    size_bytes: int
+    sha256: str
+
+
+class EvidenceOut(BaseModel):
+    segment: int
+    start: float | None
+    end: float | None
+    quote: str
+    match: str
+    speaker: str | None = None
+
+
+class TagOut(BaseModel):
+    kind: str
+    code: str
+    label: str
+    confidence: float
+    method: str
+    status: str
+    taxonomy_version: str
+    tagger_version: str
+    evidence: list[EvidenceOut]
+
+
+class SegmentOut(BaseModel):
+    index: int
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+class TranscriptOut(BaseModel):
+    recording_id: str
+    status: str
+    language: str | None
+    duration: float | None
+    asr_model: str | None
+    text: str
+    segments: list[SegmentOut]
+    tags: list[TagOut]
+
+
+class ProfileTagOut(BaseModel):
+    kind: str
+    code: str
+    label: str
+    count: int = Field(description="number of recordings the tag came from")
+    confidence: float
+    first_seen: datetime
+    last_seen: datetime
+    recordings: list[str]
+
+
+class CustomerProfileOut(BaseModel):
+    customer_ref: str
+    updated_at: datetime
+    tags: list[ProfileTagOut]
+
+
+class ChangeOut(BaseModel):
+    cursor: int
+    customer_ref: str
+    action: str = Field(description="added | updated | removed")
+    kind: str
+    code: str
+    label: str
+    count: int
+    confidence: float
+    recording_id: str | None
+    created_at: datetime
+
+
+class ChangesPage(BaseModel):
+    data: list[ChangeOut]
+    next: int = Field(description="pass as `after` to read on; equals `after` when nothing new")
+    has_more: bool
+
+
+class Health(BaseModel):
+    status: str
+    pending_jobs: int

@@ -1,0 +1,110 @@
+"""The tag taxonomy: families (project, concern, intent), stable codes, labels and terms.
+
+The default taxonomy is ``tagging/taxonomy/default.yaml``, under version control. Codes are
+stable once published: CRMs store them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import TaxonomyError
+from .types import KINDS
+
+__all__ = ["TagCode", "Taxonomy", "TERM_TYPES"]
+
+#: term type → how much a match of that type is worth as evidence
+TERM_TYPES = {"synonym": 0.95, "colloquial": 0.85, "phrase": 0.8, "asr_variant": 0.7}
+_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TagCode:
+    kind: str
+    code: str
+    label: str
+    label_en: str
+    terms: tuple[tuple[str, str], ...]  # (term, term type)
+
+
+class Taxonomy:
+    def __init__(self, version: str, codes: list[TagCode], family_labels: dict[str, str]):
+        self.version = version
+        self.codes = {(c.kind, c.code): c for c in codes}
+        self.family_labels = family_labels
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Taxonomy:
+        """Load a taxonomy YAML file; the bundled default when *path* is None."""
+        if path is None:
+            text = (resources.files("tagging") / "taxonomy" / "default.yaml").read_text("utf-8")
+            where = "bundled default taxonomy"
+        else:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise TaxonomyError(f"cannot read taxonomy {path}: {exc}") from exc
+            where = str(path)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise TaxonomyError(f"{where} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data, where=where)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str = "taxonomy") -> Taxonomy:
+        if not isinstance(data, dict) or "version" not in data or "families" not in data:
+            raise TaxonomyError(f"{where}: expected a mapping with 'version' and 'families'")
+        codes: list[TagCode] = []
+        labels: dict[str, str] = {}
+        for kind, family in data["families"].items():
+            if kind not in KINDS:
+                raise TaxonomyError(f"{where}: unknown family {kind!r}; expected one of {KINDS}")
+            labels[kind] = family.get("label", kind)
+            for code, spec in (family.get("codes") or {}).items():
+                if not _CODE.match(code):
+                    raise TaxonomyError(f"{where}: code {code!r} is not snake_case ASCII")
+                if "label" not in spec:
+                    raise TaxonomyError(f"{where}: {kind}.{code} has no label")
+                terms: dict[str, str] = {}
+                # the label is a synonym too; earlier types win when a term repeats
+                for ttype, items in (
+                    ("synonym", [spec["label"], *(spec.get("synonyms") or [])]),
+                    ("phrase", spec.get("phrases") or []),
+                    ("colloquial", spec.get("colloquial") or []),
+                    ("asr_variant", spec.get("asr_variants") or []),
+                ):
+                    for term in items:
+                        term = str(term).strip()
+                        if term and term.lower() not in terms:
+                            terms[term.lower()] = ttype
+                codes.append(
+                    TagCode(kind, code, spec["label"], spec.get("label_en", code), tuple(terms.items()))
+                )
+        return cls(str(data["version"]), codes, labels)
+
+    # -- queries ---------------------------------------------------------------------------
+    def get(self, kind: str, code: str) -> TagCode | None:
+        return self.codes.get((kind, code))
+
+    def of_kind(self, kind: str) -> list[TagCode]:
+        return [c for c in self.codes.values() if c.kind == kind]
+
+    def hotwords(self, *, kinds: tuple[str, ...] = ("project",), max_chars: int = 80) -> str:
+        """Labels to hint the recogniser with (Whisper's prompt is short: keep it to the names
+        it gets wrong most, the treatments)."""
+        words: list[str] = []
+        used = 0
+        for kind in kinds:
+            for c in self.of_kind(kind):
+                if used + len(c.label) + 1 > max_chars:
+                    return "，".join(words)
+                words.append(c.label)
+                used += len(c.label) + 1
+        return "，".join(words)
