@@ -13,7 +13,9 @@ from .errors import (
     ModelError,
     ModelIntegrityError,
 )
+from .metrics import cer, normalize_for_cer
 from .models import ModelStatus, available_manifests, resolve_model, verify_model
+from . import transcribe
 from .transcribe import (
     DEFAULT_PROMPT_ZH,
     Segment,
@@ -39,6 +41,8 @@ __all__ = [
     "Transcriber",
     "TranscriptionInfo",
     "available_manifests",
+    "cer",
+    "normalize_for_cer",
     "decode",
     "iter_decode",
     "probe",

@@ -34,13 +34,18 @@ class AudioInfo:
     duration: float | None  # seconds, None when the container does not say
 
 
+def _reason(exc: Exception) -> str:
+    """The decoder's reason without the file path (paths are internal)."""
+    return str(getattr(exc, "strerror", None) or exc.__class__.__name__)
+
+
 def _open(path: str | Path):
     import av
 
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise AudioDecodeError(f"not a readable audio file: {exc}") from exc
+        raise AudioDecodeError(f"not a readable audio file ({_reason(exc)})") from exc
 
 
 def probe(path: str | Path) -> AudioInfo:
@@ -102,7 +107,7 @@ def iter_decode(
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as exc:
-            raise AudioDecodeError(f"the audio could not be decoded: {exc}") from exc
+            raise AudioDecodeError(f"the audio could not be decoded ({_reason(exc)})") from exc
     if pending:
         data = np.concatenate(pending)
         if data.size:

@@ -108,6 +108,7 @@ def upload_recording(
     engine = request.app.state.engine
     if recorded_at.tzinfo is None:
         recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+    recorded_at = recorded_at.astimezone(timezone.utc)  # stored as UTC on every backend
 
     def existing() -> schemas.RecordingAccepted | None:
         if client_ref is None:

@@ -44,8 +44,9 @@ class Principal:
 
     def require(self, permission: str) -> None:
         if self.role not in PERMISSIONS[permission]:
+            allowed = ", ".join(sorted(PERMISSIONS[permission]))
             raise Forbidden(
-                f"role {self.role!r} may not {permission.replace(':', ' ')}",
+                f"this key's role {self.role!r} lacks the permission {permission!r} (roles that have it: {allowed})",
                 type="/problems/forbidden",
             )
 
