@@ -42,6 +42,7 @@ def get_principal(session: SessionDep, authorization: Annotated[str | None, Head
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 REF = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+CLIENT_REF = r"^[^\x00-\x1f\x7f]{1,128}$"  # opaque to us (never a path): any printable text
 
 
 def _recording_out(session: Session, rec: Recording) -> schemas.RecordingOut:
@@ -93,7 +94,7 @@ def upload_recording(
     source: Annotated[Literal["badge", "avatar"], Form()] = "badge",
     customer_ref: Annotated[str | None, Form(pattern=REF, description="the CRM's customer id, if known")] = None,
     client_ref: Annotated[
-        str | None, Form(pattern=REF, description="the device's own id for this file: a retry with it is answered with the first upload")
+        str | None, Form(pattern=CLIENT_REF, description="the device's own id for this file: a retry with it is answered with the first upload")
     ] = None,
 ) -> schemas.RecordingAccepted:
     """Store the audio durably, queue it for transcription and tagging, answer 202.
