@@ -70,10 +70,18 @@ def probe(path: str | Path) -> AudioInfo:
 
 
 def iter_decode(
-    path: str | Path, *, block_seconds: float = 30.0, max_seconds: float | None = None
+    path: str | Path,
+    *,
+    block_seconds: float = 30.0,
+    max_seconds: float | None = None,
+    channel: int | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Iterator[np.ndarray]:
-    """Decode *path* to 16 kHz mono float32 in blocks of about *block_seconds*.
+    """Decode *path* to 16 kHz float32 in blocks of about *block_seconds*.
 
+    Mono (channels mixed) unless *channel* picks one channel of a stereo file. With *start* the
+    decoder seeks there first and *end* stops it, so a span of a long file costs only that span.
     Memory stays bounded by the block size whatever the file's length. Raises
     :class:`AudioTooLongError` as soon as more than *max_seconds* have been decoded.
     """
@@ -81,17 +89,38 @@ def iter_decode(
 
     block = int(block_seconds * SAMPLE_RATE)
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    layout = "mono" if channel is None else "stereo"
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
+    skip = 0  # samples to drop after a seek (seeks land on a frame before the target)
+    stop = None if end is None else int(round((end - start) * SAMPLE_RATE))
     pending: list[np.ndarray] = []
     pending_len = 0
     total = 0
     with _open(path) as container:
         if not container.streams.audio:
             raise AudioDecodeError("the file holds no audio stream")
+        stream = container.streams.audio[0]
+        if start > 0:
+            try:
+                container.seek(int(start / stream.time_base), stream=stream, any_frame=False, backward=True)
+            except av.error.FFmpegError:  # not seekable: decode from the start and drop
+                pass
+            first_ts: list[float | None] = [None]
         try:
             for frame in container.decode(audio=0):
+                if start > 0 and first_ts[0] is None:
+                    t0 = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                    first_ts[0] = t0
+                    skip = max(0, int(round((start - t0) * SAMPLE_RATE)))
                 for out in resampler.resample(frame):
                     arr = out.to_ndarray().reshape(-1)
+                    if channel is not None:
+                        arr = arr[channel::2]
+                    if skip:
+                        drop = min(skip, arr.size)
+                        arr, skip = arr[drop:], skip - drop
+                    if stop is not None:
+                        arr = arr[: max(0, stop - total)]
                     pending.append(arr)
                     pending_len += arr.size
                     total += arr.size
@@ -104,8 +133,12 @@ def iter_decode(
                     yield data[:block].astype(np.float32) / 32768.0
                     rest = data[block:]
                     pending, pending_len = ([rest], rest.size) if rest.size else ([], 0)
-            for out in resampler.resample(None):
-                pending.append(out.to_ndarray().reshape(-1))
+                if stop is not None and total >= stop:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    arr = out.to_ndarray().reshape(-1)
+                    pending.append(arr[channel::2] if channel is not None else arr)
         except av.error.FFmpegError as exc:
             raise AudioDecodeError(f"the audio could not be decoded ({_reason(exc)})") from exc
     if pending:
@@ -114,12 +147,19 @@ def iter_decode(
             yield data.astype(np.float32) / 32768.0
 
 
-def decode(path: str | Path, *, max_seconds: float | None = None) -> np.ndarray:
-    """Decode the whole file to one 16 kHz mono float32 array.
+def decode(
+    path: str | Path,
+    *,
+    max_seconds: float | None = None,
+    channel: int | None = None,
+    start: float = 0.0,
+    end: float | None = None,
+) -> np.ndarray:
+    """Decode the file (or the span *start*..*end* seconds) to one 16 kHz float32 array.
 
     Raises :class:`AudioDecodeError` when nothing could be decoded.
     """
-    blocks = list(iter_decode(path, max_seconds=max_seconds))
+    blocks = list(iter_decode(path, max_seconds=max_seconds, channel=channel, start=start, end=end))
     if not blocks:
         raise AudioDecodeError("the file decoded to no audio samples")
     audio = np.concatenate(blocks)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, iter_decode, probe
 from .errors import AudioDecodeError, ModelError
+from .guards import guard_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class TranscribeOptions:
     min_silence_ms: int = 500
     speech_pad_ms: int = 200
     max_region_s: float = 25.0
+    pack_regions: bool = True  # several regions per Whisper window (faster; see decisions.md)
+    window_s: float = 28.0
+    pack_gap_s: float = 0.4
+    guards: bool = True  # set aside hallucinations (see asr.guards)
     block_s: float = 60.0
     max_duration_s: float | None = None
     start_at: float = 0.0  # skip audio before this time (resume)
@@ -72,6 +77,8 @@ class Segment:
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
     speaker: str | None = None
+    discarded: str | None = None  # why a guard set this text aside (phantom, repetition, …)
+    loudness_db: float | None = None  # RMS level of the speech it came from (dBFS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +97,58 @@ class TranscriptionInfo:
     processed_duration: float = 0.0
     wall_time: float = 0.0
     regions: int = 0
+    discarded: int = 0
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Raw:
+    """A faster-whisper segment placed in source samples (relative to the buffer)."""
+
+    start: int
+    end: int
+    seg: object
+    recovered: bool = False
+
+
+def _loudness_db(audio: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return round(20 * np.log10(max(rms, 1e-6)), 2)
+
+
+def _pack(regions: list[tuple[int, int]], opts: TranscribeOptions) -> list[list[tuple[int, int]]]:
+    """Group consecutive regions into windows of at most ``window_s`` of audio (gaps shrunk)."""
+    if not opts.pack_regions:
+        return [[r] for r in regions]
+    limit = int(opts.window_s * SAMPLE_RATE)
+    gap = int(opts.pack_gap_s * SAMPLE_RATE)
+    windows: list[list[tuple[int, int]]] = []
+    size = 0
+    for r in regions:
+        n = r[1] - r[0]
+        if windows and size + gap + n <= limit:
+            windows[-1].append(r)
+            size += gap + n
+        else:
+            windows.append([r])
+            size = n
+    return windows
+
+
+def _join_split_chars(raws: list, model) -> list:
+    """Whisper's timestamp tokens can cut a multi-byte character in two segments ("�" at the
+    end of one and the start of the next): decode such neighbours' tokens together."""
+    out: list = []
+    for r in raws:
+        if out and out[-1].text.endswith("\ufffd") and r.text.startswith("\ufffd"):
+            prev = out[-1]
+            eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
+            tokens = list(prev.tokens) + list(r.tokens)
+            text = model.hf_tokenizer.decode([t for t in tokens if t < eot])
+            out[-1] = replace(prev, end=r.end, text=text, tokens=tokens)
+        else:
+            out.append(r)
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -178,7 +236,9 @@ class Transcriber:
         else:
             yield from iter_decode(source, block_seconds=opts.block_s, max_seconds=opts.max_duration_s)
 
-    def _decode_region(self, audio: np.ndarray, language: str | None, opts: TranscribeOptions):
+    def _whisper(
+        self, audio: np.ndarray, language: str | None, opts: TranscribeOptions, *, timestamps: bool, words: bool = False
+    ):
         segments, info = self._model.transcribe(
             audio,
             language=language,
@@ -187,11 +247,74 @@ class Transcriber:
             hotwords=opts.hotwords or None,
             vad_filter=False,
             condition_on_previous_text=False,
-            # one segment per region: Whisper's timestamp tokens can split a multi-byte character
-            # between two segments (seen: "�" in Chinese output); regions are short anyway
-            without_timestamps=True,
+            without_timestamps=not timestamps,
+            word_timestamps=words,
         )
-        return list(segments), info
+        return list(segments)
+
+    def _decode_window(self, buf: np.ndarray, window: list[tuple[int, int]], language, opts) -> list[_Raw]:
+        """Decode several speech regions packed into one ≤30 s window (one encoder pass instead
+        of one per region), map the segments back to source time, and re-decode alone any region
+        Whisper skipped (it sometimes stops after the first speaker's turn)."""
+        gap = np.zeros(int(opts.pack_gap_s * SAMPLE_RATE), np.float32)
+        pieces, parts, pos = [], [], 0
+        for start, end in window:
+            if parts:
+                parts.append(gap)
+                pos += len(gap)
+            parts.append(buf[start:end])
+            pieces.append((pos, pos + end - start, start))
+            pos += end - start
+        audio = np.concatenate(parts)
+
+        def to_source(t: float, *, is_end: bool) -> int:
+            x = int(round(t * SAMPLE_RATE))
+            for i, (w0, w1, src) in enumerate(pieces):
+                nxt = pieces[i + 1][0] if i + 1 < len(pieces) else None
+                if x < w1 or nxt is None or (x < nxt and is_end):
+                    return src + min(max(x - w0, 0), w1 - w0)
+                if x < nxt:  # inside a gap: a start belongs to the next piece
+                    return pieces[i + 1][2]
+            return pieces[-1][2] + pieces[-1][1] - pieces[-1][0]
+
+        out: list[_Raw] = []
+        if len(window) == 1:
+            raws = self._whisper(audio, language, opts, timestamps=False)
+            return [_Raw(window[0][0], window[0][1], r) for r in _join_split_chars(raws, self._model)]
+        # word times place every word in its own region: one segment per region (a turn), not
+        # Whisper's coarse window-long segments
+        by_region: dict[int, list] = {}
+        # without timestamp tokens: one pass over the window, no re-decoding of a tiny tail (where
+        # Whisper loops: "铸铸铸…" for 18 s); word times come from the alignment instead
+        for r in self._whisper(audio, language, opts, timestamps=False, words=True):
+            for w in r.words or []:
+                mid = to_source((w.start + w.end) / 2, is_end=False)
+                k = min(range(len(window)), key=lambda i: 0 if window[i][0] <= mid < window[i][1] else min(abs(mid - window[i][0]), abs(mid - window[i][1])))
+                by_region.setdefault(k, []).append((w, r))
+        for k, items in sorted(by_region.items()):
+            text = "".join(w.word for w, _ in items)
+            parents = {id(r): r for _, r in items}.values()
+            first = items[0][1]
+            start = max(window[k][0], to_source(items[0][0].start, is_end=False))
+            end = min(window[k][1], to_source(items[-1][0].end, is_end=True))
+            if end <= start:
+                start, end = window[k]
+            seg = replace(
+                first,
+                text=text,
+                avg_logprob=float(np.mean([r.avg_logprob for r in parents])),
+                no_speech_prob=float(max(r.no_speech_prob for r in parents)),
+                compression_ratio=float(max(r.compression_ratio for r in parents)),
+                words=None,
+            )
+            out.append(_Raw(start, end, seg))
+        for start, end in window:  # coverage: a region with no text overlapping it was skipped
+            covered = sum(max(0, min(end, o.end) - max(start, o.start)) for o in out)
+            if covered < 0.3 * (end - start) and end - start >= 0.4 * SAMPLE_RATE:
+                for r in self._whisper(buf[start:end], language, opts, timestamps=False):
+                    out.append(_Raw(start, end, r, recovered=True))
+        out.sort(key=lambda o: (o.start, o.end))
+        return out
 
     # -- public ----------------------------------------------------------------------------
     def transcribe(
@@ -249,34 +372,37 @@ class Transcriber:
                 done = [r for r in regions if r[1] < cutoff]
                 pending = [r for r in regions if r[1] >= cutoff]
                 keep_from = pending[0][0] if pending else cutoff
-            for start, end in done:
+            for window in _pack(done, opts):
                 with self._lock:
                     if language is None:
-                        language, prob, _ = self._model.detect_language(buf[start:end])
+                        first = buf[window[0][0] : window[0][1]]
+                        language, prob, _ = self._model.detect_language(first)
                         info.language, info.language_probability = language, prob
-                    raw, _ = self._decode_region(buf[start:end], language, opts)
-                info.regions += 1
-                info.speech_duration += (end - start) / SAMPLE_RATE
-                base = (offset + start) / SAMPLE_RATE
-                region_end = (offset + end) / SAMPLE_RATE
-                for s in raw:
-                    text = s.text.replace("\ufffd", "").strip()  # a stray partial byte token
-                    if not text:
-                        continue
+                    raws = self._decode_window(buf, window, language, opts)
+                for start, end in window:
+                    info.regions += 1
+                    info.speech_duration += (end - start) / SAMPLE_RATE
+                for o in raws:
+                    text = o.seg.text.replace("\ufffd", "").strip()  # a stray partial byte token
                     if opts.to_simplified and (language or "").startswith("zh"):
                         text = zh_punctuation(to_simplified(text))
-                    yield Segment(
-                        index=index,
-                        start=round(base + s.start, 3),
-                        end=round(min(base + s.end, region_end), 3),
-                        text=text,
-                        avg_logprob=float(s.avg_logprob),
-                        no_speech_prob=float(s.no_speech_prob),
-                        compression_ratio=float(s.compression_ratio),
+                    kept, discards = guard_text(
+                        text, language=language, avg_logprob=o.seg.avg_logprob, no_speech_prob=o.seg.no_speech_prob
+                    ) if opts.guards else (text, [])
+                    common = dict(
+                        start=round((offset + o.start) / SAMPLE_RATE, 3),
+                        end=round((offset + o.end) / SAMPLE_RATE, 3),
+                        avg_logprob=float(o.seg.avg_logprob),
+                        no_speech_prob=float(o.seg.no_speech_prob),
+                        compression_ratio=float(o.seg.compression_ratio),
+                        loudness_db=_loudness_db(buf[o.start : o.end]),
                     )
-                    index += 1
+                    for text_, reason in [(kept, None)] * bool(kept) + [(d.text, d.reason) for d in discards]:
+                        info.discarded += reason is not None
+                        yield Segment(index=index, text=text_, discarded=reason, **common)
+                        index += 1
                 if progress is not None:
-                    progress((offset + end) / SAMPLE_RATE, info.duration)
+                    progress((offset + window[-1][1]) / SAMPLE_RATE, info.duration)
             buf = buf[keep_from:]
             offset += keep_from
             info.processed_duration = offset / SAMPLE_RATE

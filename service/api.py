@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Literal
@@ -45,6 +47,50 @@ REF = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 CLIENT_REF = r"^[^\x00-\x1f\x7f]{1,128}$"  # opaque to us (never a path): any printable text
 
 
+def _conversations_out(session: Session, rec: Recording) -> list[schemas.ConversationOut]:
+    out = []
+    for c in crud.list_conversations(session, recording_id=rec.id):
+        customer = session.get(Customer, c.customer_id) if c.customer_id else None
+        out.append(
+            schemas.ConversationOut(
+                index=c.idx, start=c.start, end=c.end, customer_ref=customer.ref if customer else None,
+                split_reason=c.split_reason, staff_seconds=c.staff_seconds, customer_seconds=c.customer_seconds,
+                talk_ratio=c.talk_ratio,
+            )
+        )
+    return out
+
+
+def _parse_appointments(raw: str | None) -> list[dict] | None:
+    """`[{"start": ISO 8601, "end": ISO 8601, "customer_ref": "…"}]` → normalised list, or 422."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        items = json.loads(raw)
+        if not isinstance(items, list) or len(items) > 500:
+            raise ValueError("expected a JSON list of at most 500 windows")
+        out = []
+        for i, a in enumerate(items):
+            if not isinstance(a, dict):
+                raise ValueError(f"item {i} is not an object")
+            start, end = datetime.fromisoformat(str(a["start"])), datetime.fromisoformat(str(a["end"]))
+            start = (start if start.tzinfo else start.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+            end = (end if end.tzinfo else end.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+            if end <= start:
+                raise ValueError(f"item {i}: end is not after start")
+            ref = a.get("customer_ref")
+            if ref is not None and not re.match(REF, str(ref)):
+                raise ValueError(f"item {i}: customer_ref is not a valid reference")
+            out.append({"start": start.isoformat(), "end": end.isoformat(), "customer_ref": ref})
+        return out
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Unprocessable(
+            f"appointments: {exc if not isinstance(exc, KeyError) else f'missing {exc}'}; expected "
+            '[{"start": "2026-11-20T10:00:00+08:00", "end": "…", "customer_ref": "…"}]',
+            type="/problems/validation",
+        ) from exc
+
+
 def _recording_out(session: Session, rec: Recording) -> schemas.RecordingOut:
     device = session.get(Device, rec.device_id)
     customer = session.get(Customer, rec.customer_id) if rec.customer_id else None
@@ -63,6 +109,7 @@ def _recording_out(session: Session, rec: Recording) -> schemas.RecordingOut:
         language=rec.language,
         size_bytes=rec.size_bytes,
         sha256=rec.sha256,
+        conversations=_conversations_out(session, rec),
     )
 
 
@@ -96,6 +143,10 @@ def upload_recording(
     client_ref: Annotated[
         str | None, Form(pattern=CLIENT_REF, description="the device's own id for this file: a retry with it is answered with the first upload")
     ] = None,
+    appointments: Annotated[
+        str | None,
+        Form(description='optional JSON list of appointment windows: [{"start": ISO 8601, "end": ISO 8601, "customer_ref": "…"}]; speech inside a window is that customer\'s conversation'),
+    ] = None,
 ) -> schemas.RecordingAccepted:
     """Store the audio durably, queue it for transcription and tagging, answer 202.
 
@@ -103,6 +154,7 @@ def upload_recording(
     nothing twice.
     """
     principal.require("recordings:create")
+    appointment_windows = _parse_appointments(appointments)
     settings = request.app.state.settings
     store = request.app.state.pipeline.store
     tenant = principal.tenant_id
@@ -164,6 +216,8 @@ def upload_recording(
                 audio_path=key,
                 audio_format=info.format[:32],
                 duration=info.duration,
+                channels=info.channels,
+                appointments=appointment_windows,
             )
             crud.create_recording(s, rec)
             s.commit()
@@ -193,8 +247,10 @@ def get_transcript(recording_id: str, principal: PrincipalDep, session: SessionD
     """Segments with times and the tag assignments with their evidence."""
     principal.require("transcripts:read")
     rec = crud.get_recording(session, tenant_id=principal.tenant_id, recording_id=recording_id)
-    segs = crud.list_segments(session, recording_id=rec.id)
+    all_segs = crud.list_segments(session, recording_id=rec.id)
+    segs = [s for s in all_segs if not s.discarded]
     tags = crud.list_tag_assignments(session, recording_id=rec.id)
+    conv_index = {c.id: c.idx for c in crud.list_conversations(session, recording_id=rec.id)}
     return schemas.TranscriptOut(
         recording_id=rec.id,
         status=rec.status,
@@ -205,13 +261,19 @@ def get_transcript(recording_id: str, principal: PrincipalDep, session: SessionD
         segments=[
             schemas.SegmentOut(
                 index=s.idx, start=s.start, end=s.end, text=s.text, speaker=s.speaker,
-                avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob,
+                conversation=s.conversation_idx, avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob,
             )
             for s in segs
         ],
+        discarded=[
+            schemas.DiscardedOut(index=s.idx, start=s.start, end=s.end, text=s.text, reason=s.discarded)
+            for s in all_segs
+            if s.discarded
+        ],
+        conversations=_conversations_out(session, rec),
         tags=[
             schemas.TagOut(
-                kind=t.kind, code=t.code, label=t.label, confidence=t.confidence, method=t.method,
+                conversation=conv_index.get(t.conversation_id), kind=t.kind, code=t.code, label=t.label, confidence=t.confidence, method=t.method,
                 status=t.status, taxonomy_version=t.taxonomy_version, tagger_version=t.tagger_version,
                 evidence=[schemas.EvidenceOut(**{k: e.get(k) for k in schemas.EvidenceOut.model_fields}) for e in t.evidence],
             )

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select  # noqa: F401  (select is used by call
 
 from .errors import NotFound
 from .models import (
+    Conversation,
     Customer,
     Device,
     Job,
@@ -22,7 +23,6 @@ from .models import (
     utcnow,
 )
 
-JOB_STAGES = ("transcribe", "tag")
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
@@ -180,9 +180,15 @@ def pending_jobs(session: Session) -> int:
     return len(session.exec(select(Job.id).where(col(Job.status).in_(["queued", "running"]))).all())
 
 
-# -- segments and tags -------------------------------------------------------------------------
-def replace_segments(session: Session, *, recording: Recording, segments: Iterable) -> None:
-    session.exec(delete(Segment).where(Segment.recording_id == recording.id))
+# -- segments, conversations and tags -----------------------------------------------------------
+def trim_segments(session: Session, *, recording_id: str, keep_before: float) -> int:
+    """Delete a recording's segments that start at or after *keep_before*; return how many remain."""
+    session.exec(delete(Segment).where(Segment.recording_id == recording_id, col(Segment.start) >= keep_before))
+    session.flush()
+    return len(session.exec(select(Segment.id).where(Segment.recording_id == recording_id)).all())
+
+
+def add_segments(session: Session, *, recording: Recording, segments: Iterable) -> None:
     for s in segments:
         session.add(
             Segment(
@@ -193,6 +199,8 @@ def replace_segments(session: Session, *, recording: Recording, segments: Iterab
                 end=s.end,
                 text=s.text,
                 speaker=s.speaker,
+                discarded=s.discarded,
+                loudness_db=s.loudness_db,
                 avg_logprob=s.avg_logprob,
                 no_speech_prob=s.no_speech_prob,
             )
@@ -200,11 +208,56 @@ def replace_segments(session: Session, *, recording: Recording, segments: Iterab
     session.flush()
 
 
-def replace_tags(session: Session, *, recording: Recording, assignments: Iterable) -> list[TagChange]:
-    """Replace a recording's machine tags, refresh the customer's profile, log what changed.
+def list_conversations(session: Session, *, recording_id: str) -> list[Conversation]:
+    q = select(Conversation).where(Conversation.recording_id == recording_id).order_by(Conversation.idx)
+    return list(session.exec(q))
+
+
+def replace_conversations(session: Session, *, recording: Recording, spans, labels: dict, customer_for) -> None:
+    """Store the conversations of a recording and each segment's conversation and speaker."""
+    session.exec(
+        update(TagAssignment).where(TagAssignment.recording_id == recording.id).values(conversation_id=None)
+    )
+    session.exec(delete(Conversation).where(Conversation.recording_id == recording.id))
+    segs = {g.idx: g for g in list_segments(session, recording_id=recording.id)}
+    for g in segs.values():
+        g.conversation_idx, g.speaker = None, labels.get(g.idx, g.speaker)
+    for span in spans:
+        staff = customer = 0.0
+        for i in span.segments:
+            g = segs[i]
+            g.conversation_idx = span.index
+            if not g.discarded:
+                if g.speaker == "staff":
+                    staff += g.end - g.start
+                elif g.speaker == "customer":
+                    customer += g.end - g.start
+        session.add(
+            Conversation(
+                tenant_id=recording.tenant_id,
+                recording_id=recording.id,
+                idx=span.index,
+                start=span.start,
+                end=span.end,
+                customer_id=customer_for(span),
+                split_reason=span.reason,
+                staff_seconds=round(staff, 3),
+                customer_seconds=round(customer, 3),
+                talk_ratio=round(staff / (staff + customer), 3) if staff + customer > 0 else None,
+            )
+        )
+    for g in segs.values():
+        session.add(g)
+    session.flush()
+
+
+def replace_tags(session: Session, *, recording: Recording, results: Iterable) -> list[TagChange]:
+    """Replace a recording's machine tags (``results``: (conversation, assignments) pairs), refresh
+    the affected customers' profiles and log what changed.
 
     Idempotent: running it twice with the same assignments changes nothing the second time.
     """
+    results = list(results)
     old_customer_ids = {
         cid
         for cid in session.exec(
@@ -215,25 +268,30 @@ def replace_tags(session: Session, *, recording: Recording, assignments: Iterabl
     session.exec(
         delete(TagAssignment).where(TagAssignment.recording_id == recording.id, TagAssignment.status == "auto")
     )
-    for a in assignments:
-        session.add(
-            TagAssignment(
-                tenant_id=recording.tenant_id,
-                recording_id=recording.id,
-                customer_id=recording.customer_id,
-                kind=a.kind,
-                code=a.code,
-                label=a.label,
-                confidence=a.confidence,
-                method=a.method,
-                taxonomy_version=a.taxonomy_version,
-                tagger_version=a.tagger_version,
-                evidence=[asdict(e) for e in a.evidence],
+    new_customer_ids = set()
+    for conv, assignments in results:
+        if conv.customer_id:
+            new_customer_ids.add(conv.customer_id)
+        for a in assignments:
+            session.add(
+                TagAssignment(
+                    tenant_id=recording.tenant_id,
+                    recording_id=recording.id,
+                    conversation_id=conv.id,
+                    customer_id=conv.customer_id,
+                    kind=a.kind,
+                    code=a.code,
+                    label=a.label,
+                    confidence=a.confidence,
+                    method=a.method,
+                    taxonomy_version=a.taxonomy_version,
+                    tagger_version=a.tagger_version,
+                    evidence=[asdict(e) for e in a.evidence],
+                )
             )
-        )
     session.flush()
     changes: list[TagChange] = []
-    for cid in sorted(old_customer_ids | ({recording.customer_id} if recording.customer_id else set())):
+    for cid in sorted(old_customer_ids | new_customer_ids):
         changes += refresh_profile(session, customer_id=cid, trigger_recording=recording.id)
     return changes
 
@@ -251,9 +309,10 @@ def refresh_profile(session: Session, *, customer_id: int, trigger_recording: st
         recorded_at = as_utc(recorded_at)
         a = agg.setdefault(
             (ta.kind, ta.code),
-            {"label": ta.label, "recordings": set(), "confidence": 0.0, "first": recorded_at, "last": recorded_at},
+            {"label": ta.label, "recordings": set(), "conversations": set(), "confidence": 0.0, "first": recorded_at, "last": recorded_at},
         )
         a["recordings"].add(ta.recording_id)
+        a["conversations"].add(ta.conversation_id or ta.recording_id)
         a["confidence"] = max(a["confidence"], ta.confidence)
         a["first"] = min(a["first"], recorded_at)
         a["last"] = max(a["last"], recorded_at)
@@ -281,6 +340,7 @@ def refresh_profile(session: Session, *, customer_id: int, trigger_recording: st
 
     for (kind, code), a in sorted(agg.items()):
         recs = sorted(a["recordings"])
+        count = len(a["conversations"])
         conf = round(a["confidence"], 3)
         p = existing.pop((kind, code), None)
         if p is None:
@@ -291,19 +351,19 @@ def refresh_profile(session: Session, *, customer_id: int, trigger_recording: st
                     kind=kind,
                     code=code,
                     label=a["label"],
-                    count=len(recs),
+                    count=count,
                     confidence=conf,
                     first_seen=a["first"],
                     last_seen=a["last"],
                     recordings=recs,
                 )
             )
-            log("added", kind, code, a["label"], len(recs), conf)
-        elif (p.count, round(p.confidence, 3), sorted(p.recordings)) != (len(recs), conf, recs):
-            p.count, p.confidence, p.recordings = len(recs), conf, recs
+            log("added", kind, code, a["label"], count, conf)
+        elif (p.count, round(p.confidence, 3), sorted(p.recordings)) != (count, conf, recs):
+            p.count, p.confidence, p.recordings = count, conf, recs
             p.first_seen, p.last_seen, p.updated_at = a["first"], a["last"], now
             session.add(p)
-            log("updated", kind, code, p.label, len(recs), conf)
+            log("updated", kind, code, p.label, count, conf)
     for (kind, code), p in sorted(existing.items()):
         session.delete(p)
         log("removed", kind, code, p.label, 0, 0.0)

@@ -83,7 +83,28 @@ class Recording(SQLModel, table=True):
     language: str | None = Field(default=None, max_length=8)
     asr_model: str | None = Field(default=None, max_length=200)
     asr_info: dict | None = Field(default=None, sa_column=Column(JSON))
+    asr_checkpoint: float = 0.0  # seconds of audio fully transcribed and stored (resume point)
+    channels: int = 1
+    appointments: list | None = Field(default=None, sa_column=Column(JSON))  # [{start, end, customer_ref}]
     updated_at: datetime = _ts(nullable=False)
+
+
+class Conversation(SQLModel, table=True):
+    """One customer conversation inside a recording (a badge day holds several)."""
+
+    __table_args__ = (UniqueConstraint("recording_id", "idx"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
+    recording_id: str = Field(foreign_key="recording.id", index=True, max_length=32)
+    idx: int
+    start: float
+    end: float
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    split_reason: str = Field(default="", max_length=32)  # start | pause | appointment | whole
+    staff_seconds: float = 0.0
+    customer_seconds: float = 0.0
+    talk_ratio: float | None = None  # staff share of speech time
+    speakers: dict | None = Field(default=None, sa_column=Column(JSON))  # diarization summary
 
 
 class Job(SQLModel, table=True):
@@ -110,7 +131,10 @@ class Segment(SQLModel, table=True):
     start: float
     end: float
     text: str
-    speaker: str | None = Field(default=None, max_length=16)
+    speaker: str | None = Field(default=None, max_length=16)  # staff | customer | None
+    conversation_idx: int | None = None
+    discarded: str | None = Field(default=None, max_length=32)  # guard reason; not tagged
+    loudness_db: float | None = None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
 
@@ -120,6 +144,7 @@ class TagAssignment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
     recording_id: str = Field(foreign_key="recording.id", index=True, max_length=32)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
     kind: str = Field(max_length=16)
     code: str = Field(max_length=64)

@@ -13,6 +13,17 @@ class RecordingAccepted(BaseModel):
     duplicate: bool = Field(False, description="true when this client_ref was uploaded before; nothing was stored twice")
 
 
+class ConversationOut(BaseModel):
+    index: int
+    start: float = Field(description="seconds from the recording's start")
+    end: float
+    customer_ref: str | None = None
+    split_reason: str = Field(description="start | pause | appointment")
+    staff_seconds: float
+    customer_seconds: float
+    talk_ratio: float | None = Field(None, description="staff share of the speech time")
+
+
 class RecordingOut(BaseModel):
     id: str
     status: str = Field(description="queued | processing | done | failed")
@@ -28,6 +39,7 @@ class RecordingOut(BaseModel):
     language: str | None = None
     size_bytes: int
     sha256: str
+    conversations: list[ConversationOut] = []
 
 
 class EvidenceOut(BaseModel):
@@ -40,6 +52,7 @@ class EvidenceOut(BaseModel):
 
 
 class TagOut(BaseModel):
+    conversation: int | None = Field(None, description="index of the conversation the tag belongs to")
     kind: str
     code: str
     label: str
@@ -56,9 +69,18 @@ class SegmentOut(BaseModel):
     start: float
     end: float
     text: str
-    speaker: str | None = None
+    speaker: str | None = Field(None, description="staff | customer")
+    conversation: int | None = None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+
+
+class DiscardedOut(BaseModel):
+    index: int
+    start: float
+    end: float
+    text: str
+    reason: str = Field(description="phantom | repetition | no_speech | low_confidence | language")
 
 
 class TranscriptOut(BaseModel):
@@ -69,6 +91,8 @@ class TranscriptOut(BaseModel):
     asr_model: str | None
     text: str
     segments: list[SegmentOut]
+    discarded: list[DiscardedOut] = Field(description="text the hallucination guards set aside (not tagged)")
+    conversations: list[ConversationOut]
     tags: list[TagOut]
 
 

@@ -76,7 +76,7 @@ class Worker:
 
         logger.info("job %s: %s %s (attempt %d)", job.id, job.stage, job.recording_id, job.attempts)
         try:
-            self.pipeline.run(stage=job.stage, recording_id=job.recording_id, heartbeat=heartbeat)
+            next_stage = self.pipeline.run(stage=job.stage, recording_id=job.recording_id, heartbeat=heartbeat)
         except Exception as exc:
             permanent = isinstance(exc, PERMANENT_ERRORS) or job.attempts >= s_.job_max_attempts
             reason = f"{job.stage} failed: {exc}"
@@ -89,6 +89,8 @@ class Worker:
             return True
         with session_scope(self.engine) as s:
             crud.finish_job(s, job_id=job.id, status="done")
+            if next_stage:
+                crud.enqueue(s, tenant_id=job.tenant_id, recording_id=job.recording_id, stage=next_stage)
         self.wake.set()  # a follow-up stage may be waiting
         return True
 

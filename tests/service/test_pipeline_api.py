@@ -18,7 +18,7 @@ def test_upload_to_tagged_profile(client, app, keys, clips):
     assert status["status"] == "queued" and status["progress"] == 0
     assert status["recorded_at"] == "2026-11-20T02:00:00Z"  # stored as UTC
 
-    assert app.state.worker.drain() == 2  # transcribe, then tag
+    assert app.state.worker.drain() == 3  # transcribe, speakers, tag
 
     status = client.get(f"/v1/recordings/{rid}", headers=auth(keys["qa"])).json()
     assert status["status"] == "done" and status["progress"] == 1 and status["error"] is None
@@ -89,7 +89,7 @@ def test_same_client_ref_is_stored_once(client, app, keys, settings):
     # another device may use the same client_ref: it is a different file
     third = upload(client, keys["device"], client_ref="dup-1", device_id="badge-008")
     assert third.status_code == 202 and third.json()["id"] != first.json()["id"]
-    assert app.state.worker.drain() == 4
+    assert app.state.worker.drain() == 6
 
 
 def test_undecodable_upload_is_refused_and_nothing_is_kept(client, keys, settings, tmp_path):
