@@ -47,6 +47,10 @@ PHANTOMS = (
     "pleasesubscribe",
     "likeandsubscribe",
 )
+#: words of video outros: three different ones in one stretch are a phantom even when
+#: misrecognised (请布林点赞订阅传发、打赏支持明镜，与点点栏目)
+PHANTOM_MARKERS = ("点赞", "订阅", "转发", "打赏", "栏目", "字幕", "amara", "观看", "频道", "明镜", "点点", "关注")
+_CLAUSE = re.compile(r"(?<=[，。！？、,.!?；;])")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _SHORT_LOOP = re.compile(r"(.)\1{4,}")
@@ -84,6 +88,17 @@ def _cut_phantoms(text: str) -> tuple[str, list[Discard]]:
     return text.strip(), discards
 
 
+def _cut_marker_phantoms(text: str) -> tuple[str, list[Discard]]:
+    clauses = [c for c in _CLAUSE.split(text) if c]
+    hits = [{m for m in PHANTOM_MARKERS if m in c.lower()} for c in clauses]
+    marked = [i for i, h in enumerate(hits) if h]
+    if len(set().union(*hits)) < 3:
+        return text, []
+    first, last = marked[0], marked[-1]
+    cut = "".join(clauses[first : last + 1])
+    return ("".join(clauses[:first]) + "".join(clauses[last + 1 :])).strip(), [Discard(cut.strip(), "phantom")]
+
+
 def _cut_loops(text: str) -> tuple[str, list[Discard]]:
     discards = []
     for pattern in (_SHORT_LOOP, _LONG_LOOP):
@@ -113,7 +128,9 @@ def guard_text(
         return "", [Discard(text, "no_speech")]
     if avg_logprob < -1.5:
         return "", [Discard(text, "low_confidence")]
-    text, discards = _cut_phantoms(text)
+    text, discards = _cut_marker_phantoms(text)
+    text, more = _cut_phantoms(text)
+    discards += more
     text, loops = _cut_loops(text)
     discards += loops
     if text:

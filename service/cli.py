@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 err = Console(stderr=True)
 
 
@@ -162,6 +164,8 @@ def transcribe(
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from exc
         bar.update(task, completed=info.duration or 0)
+    discarded = [s for s in segments if s.discarded]
+    segments = [s for s in segments if not s.discarded]
     tags = [] if no_tags else pipeline.tagger.tag(
         [tagging.TextSegment(index=s.index, text=s.text, start=s.start, end=s.end, speaker=s.speaker) for s in segments]
     )
@@ -180,6 +184,7 @@ def transcribe(
                  "evidence": [{"start": e.start, "end": e.end, "quote": e.quote} for e in t.evidence]}
                 for t in tags
             ],
+            "discarded": [{"start": s.start, "end": s.end, "text": s.text, "reason": s.discarded} for s in discarded],
             "model": info.model,
             "wall_time": round(info.wall_time, 3),
         }
@@ -187,9 +192,71 @@ def transcribe(
         return
     for s in segments:
         typer.echo(f"[{s.start:7.2f} → {s.end:7.2f}] {s.text}")
+    for s in discarded:
+        typer.echo(f"[{s.start:7.2f} → {s.end:7.2f}] (discarded: {s.discarded}) {s.text}")
     for t in tags:
         quotes = " | ".join(e.match for e in t.evidence)
         typer.echo(f"{t.kind:8} {t.code:24} {t.label:10} {t.confidence:.2f}  « {quotes} »")
+
+
+@eval_app.command("asr")
+def eval_asr(
+    manifest: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="TSV with columns file, reference (files relative to the TSV)")],
+    language: Annotated[Optional[str], typer.Option(help="zh, en, … or auto; default EARMARK_ASR_LANGUAGE, or a 'language' column")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object instead of the table")] = False,
+) -> None:
+    """Character error rate per file and overall (t2s, punctuation and spaces removed before scoring)."""
+    import csv
+
+    import asr
+
+    from .db import make_engine
+    from .pipeline import Pipeline
+
+    settings = _settings()
+    with open(manifest, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or not {"file", "reference"} <= set(rows[0]):
+        err.print("[red]error:[/] the manifest needs a header with the columns 'file' and 'reference'")
+        raise typer.Exit(2)
+    pipeline = Pipeline(settings, make_engine("sqlite://"))
+    results, errors, chars = [], 0.0, 0
+    with Progress(TextColumn("[bold]evaluating"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("eval", total=len(rows))
+        for row in rows:
+            lang = language or row.get("language") or settings.asr_language
+            settings.asr_language = lang
+            opts = pipeline.transcribe_options()
+            path = (manifest.parent / row["file"]).resolve()
+            try:
+                segs, info = pipeline.transcriber.transcribe(path, opts)
+                kept = [s.text for s in segs if s.discarded is None]
+            except asr.AsrError as exc:
+                results.append({"file": row["file"], "error": str(exc)})
+                bar.advance(task)
+                continue
+            hyp = ("" if lang.startswith("zh") else " ").join(kept)
+            c = asr.cer(row["reference"], hyp)
+            n = len(asr.normalize_for_cer(row["reference"]))
+            errors, chars = errors + c * n, chars + n
+            results.append({"file": row["file"], "cer": round(c, 4), "chars": n, "hypothesis": hyp,
+                            "seconds": round(info.duration or 0, 2), "wall_s": round(info.wall_time, 2)})
+            bar.advance(task)
+    overall = round(errors / chars, 4) if chars else None
+    if as_json:
+        typer.echo(json.dumps({"overall_cer": overall, "files": results}, ensure_ascii=False))
+    else:
+        table = Table("file", "CER", "chars", "audio s", "wall s", "hypothesis")
+        for r in results:
+            if "error" in r:
+                table.add_row(r["file"], "error", "", "", "", r["error"])
+            else:
+                table.add_row(r["file"], f"{r['cer']:.3f}", str(r["chars"]), f"{r['seconds']:.1f}", f"{r['wall_s']:.1f}", r["hypothesis"][:50])
+        Console().print(table)
+        typer.echo(f"overall CER (weighted by reference length): {overall:.3f}" if overall is not None else "no file scored")
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()

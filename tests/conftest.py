@@ -34,6 +34,13 @@ def transcriber(model_dir) -> asr.Transcriber:
 
 
 @pytest.fixture(scope="session")
+def diarizer():
+    from asr.speakers import Diarizer
+
+    return Diarizer(device="cpu")
+
+
+@pytest.fixture(scope="session")
 def taxonomy() -> tagging.Taxonomy:
     return tagging.Taxonomy.load()
 

@@ -18,9 +18,10 @@ def settings(tmp_path, model_cache) -> Settings:
 
 
 @pytest.fixture
-def app(settings, transcriber):
+def app(settings, transcriber, diarizer):
     application = create_app(settings, start_worker=False)
     application.state.pipeline._transcriber = transcriber  # one loaded model for the whole session
+    application.state.pipeline._diarizer = diarizer
     return application
 
 

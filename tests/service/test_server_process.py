@@ -39,6 +39,7 @@ class Server:
             "EARMARK_MODEL_CACHE_DIR": str(self.model_cache),
             "EARMARK_WORKERS": str(workers),
             "EARMARK_ASR_CPU_THREADS": "2",
+            "EARMARK_DIARIZE": "0",  # restarts are the point here; speakers are tested elsewhere
             "PYTHONUNBUFFERED": "1",
         }
         out = open(self.log, "a")
