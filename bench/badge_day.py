@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -129,11 +128,16 @@ def run_method(method: str, path: str) -> dict:
         import tagging
 
         tr = asr.Transcriber(model_dir, device="cpu", compute_type="int8", cpu_threads=THREADS)
-        opts = asr.TranscribeOptions(language="zh", hotwords=tagging.Taxonomy.load().hotwords())
+        # exactly what the service uses (prompt, taxonomy hotwords, guards, packing)
+        opts = asr.TranscribeOptions(language="zh", hotwords=tagging.Taxonomy.load().hotwords(),
+                                     **json.loads(os.environ.get("EARMARK_BENCH_OPTIONS", "{}")))
         segs, _ = tr.transcribe(path, opts)
         texts = [s.text for s in segs if not s.discarded]
     wall = time.perf_counter() - t0
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so a child would report the
+    # parent's peak (the parent holds the built recordings in memory)
+    hwm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    rss_mib = hwm_kib / 1024
     return {"method": method, "wall_s": round(wall, 2), "rss_mib": round(rss_mib, 1), "text": "".join(texts)}
 
 
@@ -143,6 +147,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per method (medians are reported)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/earmark-bench"))
     ap.add_argument("--methods", default="fw_default,fw_vad,fw_batched,earmark")
+    ap.add_argument("--method-timeout", type=float, default=1800, help="seconds before a method's run is given up")
     ap.add_argument("--run", nargs=2, metavar=("METHOD", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
@@ -161,8 +166,12 @@ def main() -> None:
     def measure(method: str, path: Path) -> dict:
         runs = []
         for _ in range(args.repeat):
-            res = subprocess.run([sys.executable, __file__, "--run", method, str(path)], capture_output=True,
-                                 text=True, check=True, cwd=REPO)
+            try:
+                res = subprocess.run([sys.executable, __file__, "--run", method, str(path)], capture_output=True,
+                                     text=True, check=True, cwd=REPO, timeout=args.method_timeout)
+            except subprocess.TimeoutExpired:
+                runs.append({"wall_s": float("inf"), "rss_mib": float("nan"), "text": ""})
+                continue
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         return {
             "method": method,

