@@ -71,6 +71,7 @@ def serve(
     err.print("loading models …")
     application.state.pipeline.transcriber  # noqa: B018
     application.state.pipeline.tagger  # noqa: B018
+    application.state.pipeline.diarizer  # noqa: B018  (None when EARMARK_DIARIZE=false)
     err.print(f"Earmark on http://{settings.host}:{settings.port}  (docs: /docs, data: {settings.data_dir.resolve()})")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
 
