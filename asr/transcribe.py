@@ -453,7 +453,3 @@ class Transcriber:
         info.processed_duration = offset / SAMPLE_RATE
         info.wall_time = time.perf_counter() - t0
 
-
-def with_options(base: TranscribeOptions, **changes) -> TranscribeOptions:
-    """A copy of *base* with *changes* (keyword-only convenience for callers)."""
-    return replace(base, **changes)
