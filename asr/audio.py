@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 
-__all__ = ["SAMPLE_RATE", "AudioInfo", "probe", "decode", "iter_decode"]
+__all__ = ["SAMPLE_RATE", "AudioInfo", "probe", "decode", "iter_decode", "loudness_db"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,12 @@ class AudioInfo:
     sample_rate: int
     channels: int
     duration: float | None  # seconds, None when the container does not say
+
+
+def loudness_db(audio: np.ndarray) -> float:
+    """RMS level in dBFS (-120 for silence)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return round(20 * np.log10(max(rms, 1e-6)), 2)
 
 
 def _reason(exc: Exception) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, loudness_db  # noqa: F401  (re-exported)
 from .errors import AsrError
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ class SpeakerTurn:
     start: float  # seconds, in the caller's time base
     end: float
     speaker: str  # diarization cluster id
-
-
-def loudness_db(audio: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    return round(20 * np.log10(max(rms, 1e-6)), 2)
 
 
 class Diarizer:

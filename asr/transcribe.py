@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, iter_decode, probe
+from .audio import SAMPLE_RATE, iter_decode, loudness_db, probe
 from .errors import AudioDecodeError, ModelError
 from .guards import guard_text
 
@@ -111,11 +111,6 @@ class _Raw:
     end: int
     seg: object
     recovered: bool = False
-
-
-def _loudness_db(audio: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    return round(20 * np.log10(max(rms, 1e-6)), 2)
 
 
 def _pack(regions: list[tuple[int, int]], opts: TranscribeOptions) -> list[list[tuple[int, int]]]:
@@ -436,7 +431,7 @@ class Transcriber:
                         avg_logprob=float(o.seg.avg_logprob),
                         no_speech_prob=float(o.seg.no_speech_prob),
                         compression_ratio=float(o.seg.compression_ratio),
-                        loudness_db=_loudness_db(buf[o.start : o.end]),
+                        loudness_db=loudness_db(buf[o.start : o.end]),
                     )
                     for text_, reason in [(kept, None)] * bool(kept) + [(d.text, d.reason) for d in discards]:
                         info.discarded += reason is not None

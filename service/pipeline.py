@@ -237,7 +237,7 @@ class Pipeline:
                     if (level := wearer_level(members[n], got)) is not None:
                         levels.append(level)
             reference = float(np.median(levels)) if levels else None
-            # … which places the lone voices (and everything, without a diarizer)
+            # … which places the lone voices (without a diarizer there is no reference: unknown)
             for n, ts in turns.items():
                 if len({t.speaker for t in ts}) < 2:
                     one = ts or [SpeakerTurn(members[n][0].start, members[n][-1].end, "_all")]

