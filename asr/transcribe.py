@@ -299,6 +299,9 @@ class Transcriber:
         limit = opts.prompt_max_s * SAMPLE_RATE
         multi = [i for i, a in enumerate(audios) if len(a) > limit]
         single = [i for i, a in enumerate(audios) if len(a) <= limit]
+        if multi:  # long speech around: decode the short windows in the same batches, bare
+            multi, single = multi + single, []
+            multi.sort()
         decoded: dict[int, list] = {}
         for group, o in ((multi, bare), (single, opts)):
             lone = [i for i in group if len(windows[i]) == 1]  # one region: no word times needed
