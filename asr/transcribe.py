@@ -12,8 +12,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,7 +100,6 @@ class TranscriptionInfo:
     wall_time: float = 0.0
     regions: int = 0
     discarded: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -110,7 +109,6 @@ class _Raw:
     start: int
     end: int
     seg: object
-    recovered: bool = False
 
 
 def _pack(regions: list[tuple[int, int]], opts: TranscribeOptions) -> list[list[tuple[int, int]]]:
@@ -349,7 +347,7 @@ class Transcriber:
             clips = [buf[s:e] for s, e in skipped]
             for (start, end), segs in zip(skipped, self._batched_whisper(clips, language, opts, words=False)):
                 for r in segs:
-                    out.append(_Raw(start, end, r, recovered=True))
+                    out.append(_Raw(start, end, r))
         out.sort(key=lambda o: (o.start, o.end))
         return out
 

@@ -12,14 +12,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 import asr
 
 from . import crud, schemas
 from .auth import Principal, authenticate
 from .errors import PayloadTooLarge, Unprocessable
-from .models import Customer, Device, Recording
+from .models import Customer, Device, Recording, new_id
 from .store import safe_ext
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def upload_recording(
             return None
         with Session(engine, expire_on_commit=False) as s:
             dev = s.exec(
-                crud.select(Device).where(Device.tenant_id == tenant, Device.external_id == device_id)
+                select(Device).where(Device.tenant_id == tenant, Device.external_id == device_id)
             ).first()
             rec = dev and crud.find_by_client_ref(s, tenant_id=tenant, device_id=dev.id, client_ref=client_ref)
             if rec:
@@ -179,7 +179,7 @@ def upload_recording(
     if (dup := existing()) is not None:
         return dup
 
-    rec_id = crud.new_recording_id()
+    rec_id = new_id()
     now = datetime.now(timezone.utc)
     ext = safe_ext(file.filename) or "bin"
     key = f"{tenant}/{now:%Y/%m/%d}/{rec_id}.{ext}"

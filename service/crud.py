@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, or_, update
-from sqlmodel import Session, col, select  # noqa: F401  (select is used by callers)
+from sqlmodel import Session, col, select
 
 from .errors import NotFound
 from .models import (
@@ -389,8 +389,3 @@ def list_changes(session: Session, *, tenant_id: str, after: int, limit: int) ->
     return list(session.exec(q))
 
 
-
-def new_recording_id() -> str:
-    from .models import new_id
-
-    return new_id()

@@ -100,11 +100,10 @@ class Conversation(SQLModel, table=True):
     start: float
     end: float
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
-    split_reason: str = Field(default="", max_length=32)  # start | pause | appointment | whole
+    split_reason: str = Field(default="", max_length=32)  # start | pause | appointment
     staff_seconds: float = 0.0
     customer_seconds: float = 0.0
     talk_ratio: float | None = None  # staff share of speech time
-    speakers: dict | None = Field(default=None, sa_column=Column(JSON))  # diarization summary
 
 
 class Job(SQLModel, table=True):
@@ -112,7 +111,7 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
     recording_id: str = Field(foreign_key="recording.id", index=True, max_length=32)
-    stage: str = Field(max_length=16)  # transcribe | tag
+    stage: str = Field(max_length=16)  # transcribe | speakers | tag
     status: str = Field(default="queued", max_length=16, index=True)  # queued|running|done|failed
     attempts: int = 0
     lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

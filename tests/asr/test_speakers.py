@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 
 import asr
 from asr.speakers import SpeakerTurn, assign_speakers
