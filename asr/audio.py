@@ -35,8 +35,21 @@ class AudioInfo:
 
 
 def loudness_db(audio: np.ndarray) -> float:
-    """RMS level in dBFS (-120 for silence)."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    """The level of the voice in *audio*, in dBFS (-120 for silence).
+
+    The 90th percentile of 30 ms frame RMS levels, not the RMS of the whole stretch: pauses inside
+    a segment (a hesitation, padding around a short word) must not make a close voice read as a
+    distant one. Stretches shorter than a frame fall back to the plain RMS.
+    """
+    if not audio.size:
+        return -120.0
+    frame = int(0.03 * SAMPLE_RATE)
+    n = audio.size // frame
+    if n < 2:
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    else:
+        frames = audio[: n * frame].reshape(n, frame).astype(np.float64)
+        rms = float(np.percentile(np.sqrt(np.mean(frames * frames, axis=1)), 90))
     return round(20 * np.log10(max(rms, 1e-6)), 2)
 
 

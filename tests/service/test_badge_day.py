@@ -28,10 +28,15 @@ def badge_day(tmp_path_factory, transcriber):
     100 s of room noise. Conversation 2: a quiet customer alone (zh_negation)."""
     rng = np.random.default_rng(1)
     dialogue = asr.decode(DATA / "zh_dialogue.wav").copy()
-    for i, (s, e) in enumerate(transcriber._regions(dialogue, asr.TranscribeOptions())):
+    regions = transcriber._regions(dialogue, asr.TranscribeOptions())
+    wearer_db = asr.audio.loudness_db(dialogue[regions[0][0] : regions[0][1]])
+    for i, (s, e) in enumerate(regions):
         if i % 2 == 1:
             dialogue[s:e] *= 0.4
-    alone = asr.decode(DATA / "zh_negation.wav") * 0.4
+    # the clips were synthesised at different levels: bring the lone voice to the wearer's level,
+    # then 8 dB below it, like the customer in conversation 1
+    alone = asr.decode(DATA / "zh_negation.wav")
+    alone = alone * 10 ** ((wearer_db - asr.audio.loudness_db(alone)) / 20) * 0.4
     parts = [room(2, rng), dialogue, room(100, rng), alone, room(3, rng)]
     audio = np.concatenate(parts)
     conv2_start = (2 * SR + len(dialogue) + 100 * SR) / SR
