@@ -8,6 +8,10 @@
 - Staff speech: concerns and intents are the customer's, so staff segments give none. A project the
   staff offers counts (lower confidence); a staff segment naming three or more projects is a list,
   not an offer, and counts for nothing.
+- A concern after a hypothetical (如果, 万一 …) or about someone else (我妈, 我老公 …) in the same
+  clause is not the customer's. A negated intent in a question (不会很疼吧？) is still the intent.
+- Recognition errors: terms also match by sound (:mod:`tagging.pinyin`), at a lower weight, where
+  no exact term of the same family matched; and codes may carry regular-expression ``patterns``.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from collections.abc import Iterable
 import ahocorasick
 
 from .normalize import normalize
+from .pinyin import SoundIndex
 from .taxonomy import TERM_TYPES, Taxonomy
 from .types import Evidence, TagAssignment, TextSegment
 
 __all__ = ["RuleTagger", "TAGGER_VERSION"]
 
-TAGGER_VERSION = "rules-1"
+TAGGER_VERSION = "rules-2"
 
 NEGATION_CUES = ("没有", "没", "不是", "不", "并不", "从没", "无", "别", "未", "不用", "不需要", "不想", "不要", "no ", "not ", "don't ", "never ")
 _CLAUSE_BREAK = re.compile(r"[，,。.！!？?；;：:、\n]|但是|可是|不过|就是|只是")
@@ -31,6 +36,13 @@ NEGATION_WINDOW = 5  # characters before a match in which a cue negates it
 #: degree words people put inside a description ("毛孔有点粗大"); matching also runs on the text
 #: without them, so the taxonomy's "毛孔粗大" still matches, with offsets into the original text
 FILLERS = re.compile(r"有点儿|有点|有些|比较|特别|非常|真的|超级|很|挺|蛮|太")
+HYPOTHETICAL_CUES = ("如果", "要是", "万一", "假如", "假设", "会不会", "怕", "预防", "防止", "if ")
+OTHER_PERSON_CUES = (
+    "我妈", "我老公", "我朋友", "我闺蜜", "我姐", "我妹", "我女儿", "我儿子", "我同事", "我婆婆", "我爸", "我男朋友",
+    "我老婆", "她", "他", "阿姨", "my mom", "my mother", "my friend", "my husband", "my sister", "she ", "he ",
+)
+_QUESTION_AFTER = re.compile(r"^[^，,。.！!；;]*?(?:吗|吧|么|嘛|\?)")
+REMOVAL_VERBS = ("去", "祛", "除", "淡", "治")
 STAFF_LIST_THRESHOLD = 3
 STAFF_PROJECT_FACTOR = 0.65
 
@@ -57,6 +69,25 @@ class RuleTagger:
         if entries:
             self._automaton.make_automaton()
         self._empty = not entries
+        # by sound: project and concern terms, exact pinyin (2+ chars) and fuzzy pinyin (3+ chars)
+        self._sound = SoundIndex()
+        self._sound_automata: list[tuple[bool, ahocorasick.Automaton]] = []
+        for fuzzy, min_len in ((False, 2), (True, 3)):
+            automaton = ahocorasick.Automaton()
+            found = False
+            for term, targets in entries.items():
+                sound_targets = [t for t in targets if t[0] in ("project", "concern") and t[2] != "asr_variant"]
+                if sound_targets and len(term) >= min_len and SoundIndex.eligible(term):
+                    key = self._sound.sounds(term, fuzzy=fuzzy)
+                    old = automaton.get(key, (term, []))
+                    automaton.add_word(key, (old[0], old[1] + [(k, c, "pinyin") for k, c, _ in sound_targets]))
+                    found = True
+            if found:
+                automaton.make_automaton()
+                self._sound_automata.append((fuzzy, automaton))
+        self._patterns = [
+            (re.compile(p), code.kind, code.code) for code in taxonomy.codes.values() for p in code.patterns
+        ]
 
     # -- matching --------------------------------------------------------------------------
     def _matches(self, norm: str) -> list[tuple[int, int, str, str, str, str]]:
@@ -79,6 +110,8 @@ class RuleTagger:
                 if _is_ascii_word(term):
                     before = text[start - 1] if start > 0 else " "
                     after = text[end] if end < len(text) else " "
+                    if after == "s" and term[-1:].isalpha():  # plural: fillers, moles
+                        after = text[end + 1] if end + 1 < len(text) else " "
                     if before.isalnum() and before.isascii() or after.isalnum() and after.isascii():
                         continue
                 if index is not None:
@@ -93,16 +126,56 @@ class RuleTagger:
                 if start >= last_end:
                     chosen.append((start, end, term, kind, code, ttype))
                     last_end = end
+        # weaker evidence only where no exact term of the same family matched: sound-alikes first
+        # (earliest, longest), then patterns (each code on its own)
+        taken = {(m[3], i) for m in chosen for i in range(m[0], m[1])}
+        for fuzzy, automaton in self._sound_automata:
+            sounds = self._sound.sounds(norm, fuzzy=fuzzy)
+            for end_idx, (term, targets) in automaton.iter(sounds):
+                start, end = end_idx - len(term) + 1, end_idx + 1
+                if not SoundIndex.plausible(term, norm[start:end]):
+                    continue
+                for kind, code, ttype in targets:
+                    if not any((kind, i) in taken for i in range(start, end)):
+                        chosen.append((start, end, term, kind, code, ttype))
+                        taken.update((kind, i) for i in range(start, end))
+        for pattern, kind, code in self._patterns:
+            for m in pattern.finditer(norm):
+                if m.end() > m.start() and not any((kind, i) in taken for i in range(m.start(), m.end())):
+                    chosen.append((m.start(), m.end(), pattern.pattern, kind, code, "pattern"))
+        # a concern word inside a treatment's name (眼袋手术, 瘦脸针, 激光祛斑) is not the customer
+        # stating the problem, unless the name says to remove it (去眼袋)
+        names = [
+            (m[0], m[1]) for m in chosen
+            if m[3] == "project" and m[5] != "pattern" and not norm[m[0] : m[1]].startswith(REMOVAL_VERBS)
+        ]
+        chosen = [
+            m for m in chosen
+            if m[3] != "concern" or not any(a <= m[0] and m[1] <= b and (a, b) != (m[0], m[1]) for a, b in names)
+        ]
         chosen.sort()
         return chosen
 
     @staticmethod
-    def _negated(norm: str, start: int) -> bool:
+    def _clause_before(norm: str, start: int) -> str:
         prefix = norm[:start]
         breaks = list(_CLAUSE_BREAK.finditer(prefix))
-        clause = prefix[breaks[-1].end() :] if breaks else prefix
+        return prefix[breaks[-1].end() :] if breaks else prefix
+
+    @classmethod
+    def _negated(cls, norm: str, start: int, end: int, kind: str) -> bool:
+        clause = cls._clause_before(norm, start)
         window = clause[-NEGATION_WINDOW:] if not clause.isascii() else clause[-16:]
-        return any(cue in window for cue in NEGATION_CUES)
+        if not any(cue in window for cue in NEGATION_CUES):
+            return False
+        # "不会很疼吧？", "没有副作用吧": a worried question, not a denial
+        return not (kind == "intent" and _QUESTION_AFTER.match(norm[end:]))
+
+    @classmethod
+    def _not_hers(cls, norm: str, start: int) -> bool:
+        """A concern after a hypothetical or about someone else, in the same clause."""
+        clause = cls._clause_before(norm, start)
+        return any(cue in clause for cue in HYPOTHETICAL_CUES + OTHER_PERSON_CUES)
 
     # -- public ----------------------------------------------------------------------------
     def tag(self, segments: Iterable[TextSegment | str]) -> list[TagAssignment]:
@@ -112,10 +185,12 @@ class RuleTagger:
             norm = normalize(seg.text)
             matches = self._matches(norm)
             staff = seg.speaker == "staff"
-            staff_projects = {code for _, _, _, kind, code, _ in matches if kind == "project"}
-            staff_listing = staff and len(staff_projects) >= STAFF_LIST_THRESHOLD
+            # a menu: three or more treatments named (开眼角 and 双眼皮 are two names of one code)
+            staff_listing = staff and sum(kind == "project" for _, _, _, kind, _, _ in matches) >= STAFF_LIST_THRESHOLD
             for start, end, term, kind, code, ttype in matches:
-                if self._negated(norm, start):
+                if self._negated(norm, start, end, kind):
+                    continue
+                if kind == "concern" and self._not_hers(norm, start):
                     continue
                 weight = TERM_TYPES[ttype]
                 if staff:
@@ -135,6 +210,8 @@ class RuleTagger:
                     speaker=seg.speaker,
                 )
                 hits.setdefault((kind, code), []).append((weight, ev))
+        for key in self.taxonomy.drop_subsumed(set(hits)):
+            del hits[key]
         out = []
         for (kind, code), items in hits.items():
             miss = 1.0

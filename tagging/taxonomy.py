@@ -19,7 +19,7 @@ from .types import KINDS
 __all__ = ["TagCode", "Taxonomy", "TERM_TYPES"]
 
 #: term type → how much a match of that type is worth as evidence
-TERM_TYPES = {"synonym": 0.95, "colloquial": 0.85, "phrase": 0.8, "asr_variant": 0.7}
+TERM_TYPES = {"synonym": 0.95, "colloquial": 0.85, "phrase": 0.8, "asr_variant": 0.7, "pattern": 0.7, "pinyin": 0.6}
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -30,6 +30,8 @@ class TagCode:
     label: str
     label_en: str
     terms: tuple[tuple[str, str], ...]  # (term, term type)
+    patterns: tuple[str, ...] = ()  # regular expressions over normalised text (term type "pattern")
+    subsumed_by: tuple[str, ...] = ()  # codes of the same family that make this one redundant
 
 
 class Taxonomy:
@@ -84,14 +86,30 @@ class Taxonomy:
                         term = str(term).strip()
                         if term and term.lower() not in terms:
                             terms[term.lower()] = ttype
+                patterns = tuple(str(p) for p in spec.get("patterns") or [])
+                for p in patterns:
+                    try:
+                        re.compile(p)
+                    except re.error as exc:
+                        raise TaxonomyError(f"{where}: {kind}.{code} pattern {p!r} is not a valid regular expression: {exc}") from exc
                 codes.append(
-                    TagCode(kind, code, spec["label"], spec.get("label_en", code), tuple(terms.items()))
+                    TagCode(
+                        kind, code, spec["label"], spec.get("label_en", code), tuple(terms.items()), patterns,
+                        tuple(str(c) for c in spec.get("subsumed_by") or []),
+                    )
                 )
         return cls(str(data["version"]), codes, labels)
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, kind: str, code: str) -> TagCode | None:
         return self.codes.get((kind, code))
+
+    def drop_subsumed(self, found: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Codes made redundant by a more specific code found beside them (色斑 beside 黄褐斑)."""
+        return {
+            (k, c) for k, c in found
+            if (tc := self.get(k, c)) is not None and any((k, other) in found for other in tc.subsumed_by)
+        }
 
     def of_kind(self, kind: str) -> list[TagCode]:
         return [c for c in self.codes.values() if c.kind == kind]
