@@ -3,6 +3,7 @@
 Knows text and taxonomy only: no HTTP, no database, no environment variables.
 """
 
+from .compliance import ComplianceChecker, ComplianceFlag, ComplianceRule
 from .errors import TaggingError, TaxonomyError
 from .normalize import normalize
 from .rules import TAGGER_VERSION, RuleTagger
@@ -12,6 +13,9 @@ from .types import KINDS, Evidence, TagAssignment, TextSegment
 __all__ = [
     "KINDS",
     "TAGGER_VERSION",
+    "ComplianceChecker",
+    "ComplianceFlag",
+    "ComplianceRule",
     "Evidence",
     "RuleTagger",
     "TagAssignment",

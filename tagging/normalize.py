@@ -14,13 +14,8 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
-def _halfwidth(ch: str) -> str:
-    code = ord(ch)
-    if 0xFF01 <= code <= 0xFF5E:
-        return chr(code - 0xFEE0)
-    if code == 0x3000:
-        return " "
-    return ch
+#: full-width ASCII → half-width, ideographic space → space (a str.translate table)
+_HALFWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
 def normalize(text: str) -> str:
@@ -28,4 +23,6 @@ def normalize(text: str) -> str:
     converted = _t2s().convert(text)
     if len(converted) != len(text):  # a phrase conversion changed the length: go char by char
         converted = "".join(_t2s().convert(ch) if len(_t2s().convert(ch)) == 1 else ch for ch in text)
-    return "".join(_halfwidth(ch) for ch in converted).lower()
+    lowered = converted.translate(_HALFWIDTH).lower()
+    # lower() may change the length of a few characters (İ → i̇): keep those as they are
+    return lowered if len(lowered) == len(text) else "".join(c.lower() if len(c.lower()) == 1 else c for c in converted.translate(_HALFWIDTH))

@@ -49,6 +49,8 @@ class SoundIndex:
         self._codes: dict[str, int] = {}
         self._exact: dict[str, str] = {}
         self._fuzzy: dict[str, str] = {}
+        self._exact_tr: dict[int, str] = {}  # str.translate tables of the two maps
+        self._fuzzy_tr: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def _code(self, syllable: str) -> str:
@@ -72,17 +74,17 @@ class SoundIndex:
     def sounds(self, text: str, *, fuzzy: bool) -> str:
         """Same length as *text*: each Chinese character → its sound code; others unchanged."""
         table = self._fuzzy if fuzzy else self._exact
-        out = []
-        for ch in text:
+        for ch in set(text).difference(table):
             if _is_cjk(ch):
-                code = table.get(ch)
-                if code is None:
-                    self._learn(ch)
-                    code = table[ch]
-                out.append(code)
+                self._learn(ch)
+        tr = self._fuzzy_tr if fuzzy else self._exact_tr
+        if len(tr) != len(table):  # new characters learned: rebuild the translation table
+            tr = {ord(ch): code for ch, code in table.items()}
+            if fuzzy:
+                self._fuzzy_tr = tr
             else:
-                out.append(ch)
-        return "".join(out)
+                self._exact_tr = tr
+        return text.translate(tr)
 
     @staticmethod
     def plausible(term: str, surface: str) -> bool:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable
 
 import ahocorasick
@@ -41,7 +42,7 @@ OTHER_PERSON_CUES = (
     "我妈", "我老公", "我朋友", "我闺蜜", "我姐", "我妹", "我女儿", "我儿子", "我同事", "我婆婆", "我爸", "我男朋友",
     "我老婆", "她", "他", "阿姨", "my mom", "my mother", "my friend", "my husband", "my sister", "she ", "he ",
 )
-_QUESTION_AFTER = re.compile(r"^[^，,。.！!；;]*?(?:吗|吧|么|嘛|\?)")
+_QUESTION_AFTER = re.compile(r"^[^，,。.！!；;\n]*?(?:吗|吧|么|嘛|\?)")
 REMOVAL_VERBS = ("去", "祛", "除", "淡", "治")
 STAFF_LIST_THRESHOLD = 3
 STAFF_PROJECT_FACTOR = 0.65
@@ -49,6 +50,51 @@ STAFF_PROJECT_FACTOR = 0.65
 
 def _is_ascii_word(term: str) -> bool:
     return term.isascii()
+
+
+def literal_prefixes(pattern: str) -> set[str] | None:
+    """The literal strings any match of *pattern* must begin with, or None when that cannot be
+    told (the pattern may begin with any character, or with an optional part)."""
+    from re import _constants as c, _parser as sp
+
+    def seq(items: list) -> set[str] | None:
+        while items and items[0][0] is c.AT:  # \b, ^: no character
+            items = items[1:]
+        if not items:
+            return None
+        op, av = items[0]
+        if op is c.LITERAL:
+            text = chr(av)
+            for op2, av2 in items[1:]:
+                if op2 is not c.LITERAL:
+                    break
+                text += chr(av2)
+            return {text}
+        if op is c.SUBPATTERN:
+            return seq(list(av[-1]))
+        if op is c.BRANCH:
+            out: set[str] = set()
+            for alt in av[1]:
+                got = seq(list(alt))
+                if got is None:
+                    return None
+                out |= got
+            return out
+        if op is c.IN:
+            chars = set()
+            for op2, av2 in av:
+                if op2 is not c.LITERAL:
+                    return None
+                chars.add(chr(av2))
+            return chars
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            return seq(list(av[2]))
+        return None
+
+    try:
+        return seq(list(sp.parse(pattern)))
+    except Exception:  # an unusual construct: scan instead
+        return None
 
 
 class RuleTagger:
@@ -88,6 +134,23 @@ class RuleTagger:
         self._patterns = [
             (re.compile(p), code.kind, code.code) for code in taxonomy.codes.values() for p in code.patterns
         ]
+        # a pattern that must begin with one of a few literals is only tried where one of them
+        # occurs (one automaton pass finds them all); the others scan the text
+        self._scanned: list[int] = []
+        self._triggers = ahocorasick.Automaton()
+        triggers: dict[str, list[int]] = {}
+        for i, (pattern, _, _) in enumerate(self._patterns):
+            prefixes = literal_prefixes(pattern.pattern)
+            if prefixes is None:
+                self._scanned.append(i)
+            else:
+                for prefix in prefixes:
+                    triggers.setdefault(prefix, []).append(i)
+        for prefix, ids in triggers.items():
+            self._triggers.add_word(prefix, (len(prefix), ids))
+        if triggers:
+            self._triggers.make_automaton()
+        self._has_triggers = bool(triggers)
 
     # -- matching --------------------------------------------------------------------------
     def _matches(self, norm: str) -> list[tuple[int, int, str, str, str, str]]:
@@ -97,11 +160,13 @@ class RuleTagger:
         if self._empty:
             return []
         per_kind: dict[str, set[tuple[int, int, str, str, str]]] = {}
-        kept = [i for i, _ in enumerate(norm)]
-        for m in reversed(list(FILLERS.finditer(norm))):
-            del kept[m.start() : m.end()]
         variants = [(norm, None)]
-        if len(kept) != len(norm):
+        fillers = list(FILLERS.finditer(norm))
+        if fillers:
+            mask = bytearray(len(norm))
+            for m in fillers:
+                mask[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+            kept = [i for i, skip in enumerate(mask) if not skip]
             variants.append(("".join(norm[i] for i in kept), kept))
         for text, index in variants:
             for end_idx, (term, targets) in self._automaton.iter(text):
@@ -128,7 +193,10 @@ class RuleTagger:
                     last_end = end
         # weaker evidence only where no exact term of the same family matched: sound-alikes first
         # (earliest, longest), then patterns (each code on its own)
-        taken = {(m[3], i) for m in chosen for i in range(m[0], m[1])}
+        n = len(norm)
+        taken = {kind: bytearray(n) for kind in ("project", "concern", "intent")}
+        for m in chosen:
+            taken.setdefault(m[3], bytearray(n))[m[0] : m[1]] = b"\x01" * (m[1] - m[0])
         for fuzzy, automaton in self._sound_automata:
             sounds = self._sound.sounds(norm, fuzzy=fuzzy)
             for end_idx, (term, targets) in automaton.iter(sounds):
@@ -136,25 +204,52 @@ class RuleTagger:
                 if not SoundIndex.plausible(term, norm[start:end]):
                     continue
                 for kind, code, ttype in targets:
-                    if not any((kind, i) in taken for i in range(start, end)):
+                    if 1 not in taken[kind][start:end]:
                         chosen.append((start, end, term, kind, code, ttype))
-                        taken.update((kind, i) for i in range(start, end))
-        for pattern, kind, code in self._patterns:
-            for m in pattern.finditer(norm):
-                if m.end() > m.start() and not any((kind, i) in taken for i in range(m.start(), m.end())):
-                    chosen.append((m.start(), m.end(), pattern.pattern, kind, code, "pattern"))
+                        taken[kind][start:end] = b"\x01" * (end - start)
+        for pattern, kind, code in self._pattern_matches(norm):
+            if m_end := pattern[1]:
+                start = pattern[0]
+                if m_end > start and 1 not in taken.setdefault(kind, bytearray(n))[start:m_end]:
+                    chosen.append((start, m_end, pattern[2], kind, code, "pattern"))
         # a concern word inside a treatment's name (眼袋手术, 瘦脸针, 激光祛斑) is not the customer
         # stating the problem, unless the name says to remove it (去眼袋)
-        names = [
-            (m[0], m[1]) for m in chosen
-            if m[3] == "project" and m[5] != "pattern" and not norm[m[0] : m[1]].startswith(REMOVAL_VERBS)
-        ]
-        chosen = [
-            m for m in chosen
-            if m[3] != "concern" or not any(a <= m[0] and m[1] <= b and (a, b) != (m[0], m[1]) for a, b in names)
-        ]
+        in_name = bytearray(n)
+        names = set()
+        for m in chosen:
+            if m[3] == "project" and m[5] != "pattern" and not norm[m[0] : m[1]].startswith(REMOVAL_VERBS):
+                in_name[m[0] : m[1]] = b"\x01" * (m[1] - m[0])
+                names.add((m[0], m[1]))
+        if names:
+            chosen = [
+                m for m in chosen
+                if m[3] != "concern" or 0 in in_name[m[0] : m[1]] or (m[0], m[1]) in names
+            ]
         chosen.sort()
         return chosen
+
+    def _pattern_matches(self, norm: str):
+        """((start, end, pattern text), kind, code) for every pattern match, as finditer would
+        find them (leftmost, non-overlapping per pattern)."""
+        starts: dict[int, list[int]] = {}
+        if self._has_triggers:
+            for end_idx, (length, ids) in self._triggers.iter(norm):
+                for i in ids:
+                    starts.setdefault(i, []).append(end_idx - length + 1)
+        for i, found in starts.items():
+            pattern, kind, code = self._patterns[i]
+            last_end = -1
+            for start in sorted(set(found)):
+                if start < last_end:
+                    continue
+                m = pattern.match(norm, start)
+                if m and m.end() > start:
+                    last_end = m.end()
+                    yield (start, m.end(), pattern.pattern), kind, code
+        for i in self._scanned:
+            pattern, kind, code = self._patterns[i]
+            for m in pattern.finditer(norm):
+                yield (m.start(), m.end(), pattern.pattern), kind, code
 
     @staticmethod
     def _clause_before(norm: str, start: int) -> str:
@@ -181,9 +276,20 @@ class RuleTagger:
     def tag(self, segments: Iterable[TextSegment | str]) -> list[TagAssignment]:
         segs = [s if isinstance(s, TextSegment) else TextSegment(i, s) for i, s in enumerate(segments)]
         hits: dict[tuple[str, str], list[tuple[float, Evidence]]] = {}
-        for seg in segs:
-            norm = normalize(seg.text)
-            matches = self._matches(norm)
+        # one pass over the whole conversation (segments joined by line breaks, which end every
+        # clause and which no term or pattern crosses), then each match goes back to its segment
+        texts = [s.text.replace("\n", " ") for s in segs]
+        joined = normalize("\n".join(texts))
+        bounds, pos = [], 0
+        for t in texts:
+            bounds.append(pos)
+            pos += len(t) + 1
+        per_segment: list[list] = [[] for _ in segs]
+        for m in self._matches(joined):
+            k = bisect_right(bounds, m[0]) - 1
+            per_segment[k].append((m[0] - bounds[k], m[1] - bounds[k], *m[2:]))
+        for seg, text, base, matches in zip(segs, texts, bounds, per_segment):
+            norm = joined[base : base + len(text)]
             staff = seg.speaker == "staff"
             # a menu: three or more treatments named (开眼角 and 双眼皮 are two names of one code)
             staff_listing = staff and sum(kind == "project" for _, _, _, kind, _, _ in matches) >= STAFF_LIST_THRESHOLD
@@ -202,7 +308,7 @@ class RuleTagger:
                     start=seg.start,
                     end=seg.end,
                     quote=seg.text,
-                    match=seg.text[start:end],
+                    match=text[start:end],
                     char_start=start,
                     char_end=end,
                     term=term,
