@@ -10,6 +10,9 @@ A key looks like ``em_<id>_<secret>``; only sha256(secret) is stored. Roles:
 | customers:read      |        |  ✓  | ✓  |   ✓   |
 | changes:read        |        |  ✓  |    |   ✓   |
 | keys:manage         |        |     |    |   ✓   |
+| taxonomy:read       |        |  ✓  | ✓  |   ✓   |
+| taxonomy:write      |        |     |    |   ✓   |
+| compliance:read     |        |     | ✓  |   ✓   |
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "customers:read": frozenset({"crm", "qa", "admin"}),
     "changes:read": frozenset({"crm", "admin"}),
     "keys:manage": frozenset({"admin"}),
+    "taxonomy:read": frozenset({"crm", "qa", "admin"}),
+    "taxonomy:write": frozenset({"admin"}),
+    "compliance:read": frozenset({"qa", "admin"}),
 }
 
 

@@ -20,9 +20,9 @@ from .models import (
     Segment,
     TagAssignment,
     TagChange,
+    TaxonomyOverride,
     utcnow,
 )
-
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
@@ -389,3 +389,46 @@ def list_changes(session: Session, *, tenant_id: str, after: int, limit: int) ->
     return list(session.exec(q))
 
 
+
+
+# -- taxonomy overrides ------------------------------------------------------------------------------
+def get_taxonomy_override(session: Session, *, tenant_id: str) -> TaxonomyOverride | None:
+    return session.get(TaxonomyOverride, tenant_id)
+
+
+def put_taxonomy_override(session: Session, *, tenant_id: str, data: dict, key_id: str) -> TaxonomyOverride:
+    row = session.get(TaxonomyOverride, tenant_id)
+    if row is None:
+        row = TaxonomyOverride(tenant_id=tenant_id, revision=0)
+    row.data = data
+    row.revision += 1
+    row.updated_by = key_id
+    row.updated_at = utcnow()
+    session.add(row)
+    session.flush()
+    return row
+
+
+# -- training data from QA decisions ----------------------------------------------------------------
+def reviewed_conversations(session: Session, *, tenant_id: str | None = None) -> list[dict]:
+    """Conversations QA has decided on, as gold items: the kept segments and the QA-final labels
+    (machine tags not rejected, plus the tags QA added)."""
+    q = select(TagAssignment).where(or_(TagAssignment.status != "auto", TagAssignment.method == "manual"))
+    if tenant_id is not None:
+        q = q.where(TagAssignment.tenant_id == tenant_id)
+    reviewed = {a.conversation_id for a in session.exec(q).all() if a.conversation_id is not None}
+    out = []
+    for conv_id in sorted(reviewed):
+        conv = session.get(Conversation, conv_id)
+        segs = session.exec(
+            select(Segment)
+            .where(Segment.recording_id == conv.recording_id, Segment.conversation_idx == conv.idx, Segment.discarded.is_(None))
+            .order_by(Segment.idx)
+        ).all()
+        tags = session.exec(select(TagAssignment).where(TagAssignment.conversation_id == conv_id)).all()
+        item = {"id": f"{conv.recording_id}:{conv.idx}", "segments": [{"speaker": g.speaker, "text": g.text} for g in segs]}
+        for kind in ("project", "concern", "intent"):
+            item[kind] = sorted({t.code for t in tags if t.kind == kind and t.status != "rejected"})
+        if item["segments"]:
+            out.append(item)
+    return out

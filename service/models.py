@@ -193,3 +193,14 @@ class TagChange(SQLModel, table=True):
     confidence: float
     recording_id: str | None = Field(default=None, max_length=32)
     created_at: datetime = _ts(nullable=False)
+
+
+class TaxonomyOverride(SQLModel, table=True):
+    """A tenant's changes to the taxonomy (more synonyms, disabled codes, its own codes)."""
+
+    __tablename__ = "taxonomy_override"
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=64)
+    revision: int = 0  # bumped on every change: taggers are rebuilt when it moves
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_by: str = Field(default="", max_length=32)  # the API key id
+    updated_at: datetime = _ts(nullable=False)

@@ -23,6 +23,7 @@ import asr
 import tagging
 from asr.conversations import AppointmentWindow, split_conversations
 from asr.speakers import Diarizer, SpeakerTurn, assign_speakers, wearer_level
+from tagging.registry import TaggerRegistry
 
 from . import crud
 from .db import session_scope
@@ -50,16 +51,59 @@ class Pipeline:
         self.store = LocalStore(settings.audio_dir)
         self._lock = threading.RLock()  # the diarizer asks for the transcriber's device under it
         self._transcriber: asr.Transcriber | None = None
-        self._tagger: tagging.RuleTagger | None = None
         self._diarizer: Diarizer | None = None
+        self.registry = TaggerRegistry(settings.tagger_path)
+        self._taxonomy: tagging.Taxonomy | None = None
+        self._taggers: dict[tuple, object] = {}  # (tenant, override revision, version, stamp) → tagger
 
     # -- models ----------------------------------------------------------------------------
     @property
-    def tagger(self) -> tagging.RuleTagger:
+    def taxonomy(self) -> tagging.Taxonomy:
+        """The base taxonomy (bundled, or EARMARK_TAXONOMY_PATH), before any tenant's overrides."""
         with self._lock:
-            if self._tagger is None:
-                self._tagger = tagging.RuleTagger(tagging.Taxonomy.load(self.settings.taxonomy_path))
-            return self._tagger
+            if self._taxonomy is None:
+                self._taxonomy = tagging.Taxonomy.load(self.settings.taxonomy_path)
+            return self._taxonomy
+
+    def tagger_version(self) -> str:
+        return self.settings.tagger_version or self.registry.active()
+
+    def tenant_taxonomy(self, session, tenant_id: str) -> tuple[tagging.Taxonomy, int]:
+        """The taxonomy with the tenant's overrides applied, and their revision (0: none)."""
+        row = crud.get_taxonomy_override(session, tenant_id=tenant_id)
+        if row is None or not row.data:
+            return self.taxonomy, (row.revision if row else 0)
+        return self.taxonomy.with_overrides(row.data, label=f"{tenant_id}.r{row.revision}"), row.revision
+
+    def tagger_for(self, session, tenant_id: str):
+        """The active tagger over the tenant's taxonomy; rebuilt when the active version is
+        switched (``earmark models activate``) or the tenant's overrides change."""
+        revision_row = crud.get_taxonomy_override(session, tenant_id=tenant_id)
+        revision = revision_row.revision if revision_row and revision_row.data else 0
+        key = (tenant_id if revision else "", revision, self.tagger_version(), self.registry.stamp())
+        with self._lock:
+            tagger = self._taggers.get(key)
+            if tagger is None:
+                taxonomy, _ = self.tenant_taxonomy(session, tenant_id) if revision else (self.taxonomy, 0)
+                tagger = self.registry.load(taxonomy, key[2])
+                stale = [k for k in self._taggers if k[0] == key[0]]
+                for k in stale:  # one tagger per tenant stays in memory
+                    del self._taggers[k]
+                self._taggers[key] = tagger
+                logger.info("tagger %s loaded (taxonomy %s)", tagger.version, taxonomy.version)
+            return tagger
+
+    @property
+    def tagger(self):
+        """The default tenant-free tagger (the base taxonomy, the active version)."""
+        key = ("", 0, self.tagger_version(), self.registry.stamp())
+        with self._lock:
+            tagger = self._taggers.get(key)
+            if tagger is None:
+                for k in [k for k in self._taggers if k[0] == ""]:
+                    del self._taggers[k]
+                tagger = self._taggers[key] = self.registry.load(self.taxonomy, key[2])
+            return tagger
 
     @property
     def transcriber(self) -> asr.Transcriber:
@@ -83,7 +127,7 @@ class Pipeline:
 
     def transcribe_options(self) -> asr.TranscribeOptions:
         s = self.settings
-        hotwords = self.tagger.taxonomy.hotwords() if s.asr_hotwords else None
+        hotwords = self.taxonomy.hotwords() if s.asr_hotwords else None
         zh = s.asr_language in ("zh", "auto")
         return asr.TranscribeOptions(
             language=s.asr_language,
@@ -269,6 +313,7 @@ class Pipeline:
             rec = s.get(Recording, recording_id)
             segs = [g for g in crud.list_segments(s, recording_id=recording_id) if not g.discarded]
             convs = crud.list_conversations(s, recording_id=recording_id)
+            tagger = self.tagger_for(s, rec.tenant_id)
             results = []
             for conv in convs:
                 text_segments = [
@@ -276,7 +321,7 @@ class Pipeline:
                     for g in segs
                     if g.conversation_idx == conv.idx
                 ]
-                results.append((conv, self.tagger.tag(text_segments)))
+                results.append((conv, tagger.tag(text_segments)))
             changes = crud.replace_tags(s, recording=rec, results=results)
             crud.set_recording_state(s, recording_id, status="done", progress=1.0, error=None)
         logger.info("tagged %s: %d conversations, %d profile changes", recording_id, len(results), len(changes))

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     diarize_chunk_s: float = Field(1200.0, ge=60, description="longest audio span diarized at once (bounds memory)")
     avatar_staff_channel: int = Field(0, ge=0, le=1, description="in two-channel avatar recordings, the avatar's channel")
     taxonomy_path: Path | None = Field(None, description="a taxonomy YAML; default the bundled one")
+    tagger_dir: Path | None = Field(None, description="where `earmark train` writes tagger versions and active.json; default models_cache/tagger")
+    tagger_version: str | None = Field(None, description="pin a tagger version (else the active one; 'rules' = rules only)")
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1, description="largest accepted upload")
     max_audio_seconds: float = Field(4 * 3600, gt=0, description="longest accepted recording")
     workers: int = Field(1, ge=0, le=16, description="in-process worker threads (0 = none)")
@@ -58,6 +60,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def tagger_path(self) -> Path:
+        return self.tagger_dir or self.models_dir / "tagger"
 
     def masked(self) -> dict[str, str]:
         out = {}

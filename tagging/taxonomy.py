@@ -100,6 +100,77 @@ class Taxonomy:
                 )
         return cls(str(data["version"]), codes, labels)
 
+    # -- per-tenant overrides ------------------------------------------------------------------
+    def with_overrides(self, overrides: dict, *, label: str) -> Taxonomy:
+        """A copy with a tenant's changes, without code changes or a redeploy::
+
+            {"synonyms": {"project.thermage": ["热玛吉Pro"]},   # more terms for existing codes
+             "disabled": ["intent.referral"],                  # codes this tenant does not use
+             "codes": [{"kind": "project", "code": "hydrafacial", "label": "水光清洁",
+                        "synonyms": […], "colloquial": […], "phrases": […], "patterns": […]}]}
+
+        The version becomes ``<base version>+<label>``. Raises :class:`TaxonomyError` saying what
+        is wrong.
+        """
+        if not isinstance(overrides, dict):
+            raise TaxonomyError("overrides: expected a JSON object")
+        unknown = set(overrides) - {"synonyms", "disabled", "codes"}
+        if unknown:
+            raise TaxonomyError(f"overrides: unknown keys {sorted(unknown)}; expected synonyms, disabled, codes")
+        codes = dict(self.codes)
+
+        def key_of(ref: object, where: str) -> tuple[str, str]:
+            kind, _, code = str(ref).partition(".")
+            if (kind, code) not in codes:
+                raise TaxonomyError(f"overrides.{where}: {ref!r} is not a code of this taxonomy (expected 'kind.code')")
+            return kind, code
+
+        for spec in overrides.get("codes") or []:
+            if not isinstance(spec, dict):
+                raise TaxonomyError("overrides.codes: each item must be an object")
+            kind, code = str(spec.get("kind", "")), str(spec.get("code", ""))
+            if kind not in KINDS:
+                raise TaxonomyError(f"overrides.codes: kind {kind!r} is not one of {KINDS}")
+            if not _CODE.match(code):
+                raise TaxonomyError(f"overrides.codes: code {code!r} is not snake_case ASCII")
+            if (kind, code) in codes:
+                raise TaxonomyError(f"overrides.codes: {kind}.{code} exists already; add synonyms to it instead")
+            if not str(spec.get("label", "")).strip():
+                raise TaxonomyError(f"overrides.codes: {kind}.{code} has no label")
+            added = Taxonomy.from_dict(
+                {"version": "override", "families": {kind: {"codes": {code: {k: v for k, v in spec.items() if k not in ("kind", "code")}}}}},
+                where=f"overrides.codes[{kind}.{code}]",
+            )
+            codes[(kind, code)] = added.codes[(kind, code)]
+        for ref, terms in (overrides.get("synonyms") or {}).items():
+            kind, code = key_of(ref, "synonyms")
+            if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
+                raise TaxonomyError(f"overrides.synonyms.{ref}: expected a list of non-empty strings")
+            tc = codes[(kind, code)]
+            have = {t for t, _ in tc.terms}
+            extra = tuple((t.strip().lower(), "synonym") for t in terms if t.strip().lower() not in have)
+            codes[(kind, code)] = TagCode(tc.kind, tc.code, tc.label, tc.label_en, tc.terms + extra, tc.patterns, tc.subsumed_by)
+        for ref in overrides.get("disabled") or []:
+            codes.pop(key_of(ref, "disabled"), None)
+        return Taxonomy(f"{self.version}+{label}", list(codes.values()), dict(self.family_labels))
+
+    def to_dict(self) -> dict:
+        """The taxonomy as the API shows it."""
+        families = {}
+        for kind in KINDS:
+            families[kind] = {
+                "label": self.family_labels.get(kind, kind),
+                "codes": [
+                    {
+                        "code": c.code, "label": c.label, "label_en": c.label_en,
+                        "terms": [{"term": t, "type": ty} for t, ty in c.terms],
+                        "patterns": list(c.patterns),
+                    }
+                    for c in self.of_kind(kind)
+                ],
+            }
+        return {"version": self.version, "families": families}
+
     # -- queries ---------------------------------------------------------------------------
     def get(self, kind: str, code: str) -> TagCode | None:
         return self.codes.get((kind, code))
