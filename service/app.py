@@ -75,10 +75,12 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail))
 
     from .api import router
+    from .compliance_api import router as compliance_router
     from .taxonomy_api import router as taxonomy_router
 
     app.include_router(router)
     app.include_router(taxonomy_router)
+    app.include_router(compliance_router)
     return app
 
 

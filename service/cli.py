@@ -456,6 +456,7 @@ def train(
             from . import crud
             from .db import init_db, make_engine, session_scope
 
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
             engine = make_engine(settings.db_url)
             init_db(engine)
             with session_scope(engine) as s:

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from .errors import NotFound
 from .models import (
+    ComplianceFlag,
     Conversation,
     Customer,
     Device,
@@ -432,3 +433,62 @@ def reviewed_conversations(session: Session, *, tenant_id: str | None = None) ->
         if item["segments"]:
             out.append(item)
     return out
+
+
+# -- compliance flags --------------------------------------------------------------------------------
+def replace_compliance_flags(session: Session, *, recording: Recording, results: Iterable) -> int:
+    """Replace a recording's flags (``results``: (conversation, flags) pairs); idempotent."""
+    session.exec(delete(ComplianceFlag).where(ComplianceFlag.recording_id == recording.id))
+    n = 0
+    for conv, flags in results:
+        for f in flags:
+            session.add(ComplianceFlag(
+                tenant_id=recording.tenant_id, recording_id=recording.id, conversation_id=conv.id,
+                device_id=recording.device_id, code=f.code, label=f.label, segment_idx=f.segment,
+                start=f.start, end=f.end, quote=f.quote, match=f.match[:200], rules_version=f.rules_version,
+            ))
+            n += 1
+    session.flush()
+    return n
+
+
+def list_compliance_flags(session: Session, *, recording_id: str) -> list[ComplianceFlag]:
+    return list(session.exec(
+        select(ComplianceFlag).where(ComplianceFlag.recording_id == recording_id)
+        .order_by(ComplianceFlag.conversation_id, ComplianceFlag.segment_idx)
+    ).all())
+
+
+def compliance_report(session: Session, *, tenant_id: str, since: datetime | None, until: datetime | None) -> list[dict]:
+    """Per consultant (badge): conversations, flagged conversations and flags per code, for
+    recordings made in [since, until)."""
+    q = (
+        select(ComplianceFlag, Device.external_id)
+        .join(Recording, Recording.id == ComplianceFlag.recording_id)
+        .join(Device, Device.id == ComplianceFlag.device_id)
+        .where(ComplianceFlag.tenant_id == tenant_id)
+    )
+    c = (
+        select(Conversation.id, Device.external_id)
+        .join(Recording, Recording.id == Conversation.recording_id)
+        .join(Device, Device.id == Recording.device_id)
+        .where(Conversation.tenant_id == tenant_id)
+    )
+    if since is not None:
+        q, c = q.where(Recording.recorded_at >= since), c.where(Recording.recorded_at >= since)
+    if until is not None:
+        q, c = q.where(Recording.recorded_at < until), c.where(Recording.recorded_at < until)
+    out: dict[str, dict] = {}
+    for _, device in session.exec(c).all():
+        out.setdefault(device, {"device_id": device, "conversations": 0, "flagged_conversations": set(), "flags": {}})
+        out[device]["conversations"] += 1
+    for flag, device in session.exec(q).all():
+        row = out.setdefault(device, {"device_id": device, "conversations": 0, "flagged_conversations": set(), "flags": {}})
+        row["flagged_conversations"].add(flag.conversation_id)
+        row["flags"][flag.code] = row["flags"].get(flag.code, 0) + 1
+    rows = []
+    for row in out.values():
+        row["flagged_conversations"] = len(row["flagged_conversations"])
+        row["total_flags"] = sum(row["flags"].values())
+        rows.append(row)
+    return sorted(rows, key=lambda r: (-r["total_flags"], r["device_id"]))

@@ -204,3 +204,23 @@ class TaxonomyOverride(SQLModel, table=True):
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_by: str = Field(default="", max_length=32)  # the API key id
     updated_at: datetime = _ts(nullable=False)
+
+
+class ComplianceFlag(SQLModel, table=True):
+    """A phrase QA flags (保证效果, 零风险 …) said by staff in a conversation."""
+
+    __tablename__ = "compliance_flag"
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
+    recording_id: str = Field(foreign_key="recording.id", index=True, max_length=32)
+    conversation_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    device_id: int = Field(foreign_key="device.id", index=True)  # the badge: who said it
+    code: str = Field(max_length=64)
+    label: str = Field(max_length=100)
+    segment_idx: int
+    start: float | None = None
+    end: float | None = None
+    quote: str
+    match: str = Field(max_length=200)
+    rules_version: str = Field(default="", max_length=32)
+    created_at: datetime = _ts(nullable=False)

@@ -54,6 +54,7 @@ class Pipeline:
         self._diarizer: Diarizer | None = None
         self.registry = TaggerRegistry(settings.tagger_path)
         self._taxonomy: tagging.Taxonomy | None = None
+        self._compliance: tagging.ComplianceChecker | None = None
         self._taggers: dict[tuple, object] = {}  # (tenant, override revision, version, stamp) → tagger
 
     # -- models ----------------------------------------------------------------------------
@@ -64,6 +65,13 @@ class Pipeline:
             if self._taxonomy is None:
                 self._taxonomy = tagging.Taxonomy.load(self.settings.taxonomy_path)
             return self._taxonomy
+
+    @property
+    def compliance(self) -> tagging.ComplianceChecker:
+        with self._lock:
+            if self._compliance is None:
+                self._compliance = tagging.ComplianceChecker.load()
+            return self._compliance
 
     def tagger_version(self) -> str:
         return self.settings.tagger_version or self.registry.active()
@@ -314,7 +322,7 @@ class Pipeline:
             segs = [g for g in crud.list_segments(s, recording_id=recording_id) if not g.discarded]
             convs = crud.list_conversations(s, recording_id=recording_id)
             tagger = self.tagger_for(s, rec.tenant_id)
-            results = []
+            results, flags = [], []
             for conv in convs:
                 text_segments = [
                     tagging.TextSegment(index=g.idx, text=g.text, start=g.start, end=g.end, speaker=g.speaker)
@@ -322,7 +330,9 @@ class Pipeline:
                     if g.conversation_idx == conv.idx
                 ]
                 results.append((conv, tagger.tag(text_segments)))
+                flags.append((conv, self.compliance.check(text_segments)))
             changes = crud.replace_tags(s, recording=rec, results=results)
+            crud.replace_compliance_flags(s, recording=rec, results=flags)
             crud.set_recording_state(s, recording_id, status="done", progress=1.0, error=None)
         logger.info("tagged %s: %d conversations, %d profile changes", recording_id, len(results), len(changes))
 

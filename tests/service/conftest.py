@@ -14,7 +14,7 @@ from tests.conftest import DATA
 
 @pytest.fixture
 def settings(tmp_path, model_cache) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, workers=0)
+    return Settings(data_dir=tmp_path / "data", model_cache_dir=model_cache, tagger_dir=tmp_path / "tagger", workers=0)
 
 
 @pytest.fixture

@@ -71,3 +71,54 @@ def test_keys_and_models_and_config(env):
     cfg = earmark(env, "config").stdout
     assert "EARMARK_ASR_MODEL" in cfg and "whisper-base" in cfg
     assert "Usage" in earmark(env, "--help").stdout
+
+
+# -- tagging: evaluation, training, versions --------------------------------------------------------
+TAGGING_DATA = REPO / "tagging" / "data"
+
+
+def test_eval_tagging_prints_families_codes_and_the_keyword_baseline(env):
+    out = json.loads(earmark(env, "eval", "tagging", "--gold", str(TAGGING_DATA / "dev.jsonl"), "--tagger", "rules",
+                             "--json", "--errors", "3").stdout)
+    assert out["tagger"] == "rules"
+    fam = out["report"]["family"]
+    assert set(fam) == {"project", "concern", "intent"} and all(0 < f["f1"] <= 1 for f in fam.values())
+    assert all(fam[k]["f1"] > out["keyword_baseline"]["family"][k]["f1"] for k in fam)
+    assert "project.thermage" in out["report"]["code"] and len(out["errors"]) == 3
+    table = earmark(env, "eval", "tagging", "--gold", str(TAGGING_DATA / "dev.jsonl"), "--tagger", "rules").stdout
+    assert "keyword F1" in table and "project.thermage" in table
+    bad = earmark(env, "eval", "tagging", "--gold", str(REPO / "README.md"), check=False)
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+
+
+def test_train_activate_refuse_force_and_rollback(env, tmp_path):
+    every = [json.loads(x) for x in (TAGGING_DATA / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    items = every[:60]
+    data = tmp_path / "small.jsonl"
+    data.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items), encoding="utf-8")
+    quiet = [x for x in every if not (x["project"] or x["concern"] or x["intent"])][:20]  # chatter: nothing to tag
+    gold = tmp_path / "quiet.jsonl"
+    gold.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in quiet), encoding="utf-8")
+    env = {**env, "EARMARK_TAGGER_DIR": str(tmp_path / "tagger"), "EARMARK_TAGGER_VERSION": ""}
+    assert earmark(env, "models", "activate", "rules").returncode == 0
+
+    r = earmark(env, "train", "--no-bundled", "--data", str(data), "--gold", str(gold), "--epochs", "3", "--folds", "2",
+                "--version", "tg-small", check=False)
+    assert r.returncode == 0, r.stderr
+    version_dir = tmp_path / "tagger" / "tg-small"
+    card = (version_dir / "card.md").read_text(encoding="utf-8")
+    assert "60 training items" in card and "parity" in card and "quiet.jsonl" in card
+    listed = {m["name"]: m for m in json.loads(earmark(env, "models", "--json").stdout)}
+    assert listed["tg-small"]["kind"] == "tagger" and not listed["tg-small"]["active"]
+
+    # a version that tags nothing scores below the active rules on the development set: refused
+    meta = json.loads((version_dir / "tagger.json").read_text(encoding="utf-8"))
+    meta["thresholds"] = {k: 1.01 for k in meta["thresholds"]}
+    (version_dir / "tagger.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    refused = earmark(env, "models", "activate", "tg-small", check=False)
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    assert earmark(env, "models", "activate", "tg-small", "--force").returncode == 0
+    assert json.loads((tmp_path / "tagger" / "active.json").read_text())["active"] == "tg-small"
+    back = earmark(env, "models", "rollback").stdout
+    assert "active tagger: rules" in back
+    assert json.loads((tmp_path / "tagger" / "active.json").read_text())["active"] == "rules"

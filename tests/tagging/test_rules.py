@@ -71,3 +71,72 @@ def test_repeated_mentions_raise_confidence(tagger):
     once = {a.code: a.confidence for a in tagger.tag(["我想做热玛吉"])}
     twice = {a.code: a.confidence for a in tagger.tag(["我想做热玛吉", "热玛吉效果好吗"])}
     assert twice["thermage"] > once["thermage"]
+
+
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("我想做热马吉", ("project", "thermage")),  # listed ASR variant
+        ("潮声刀多少钱", ("project", "hifu")),  # sound-alike, not listed
+        ("菠尿酸打哪里好", ("project", "ha_filler")),
+        ("双下八特别明显", ("concern", "double_chin")),
+    ],
+)
+def test_recognition_errors_match_by_sound(tagger, text, code):
+    assert code in codes(tagger, text)
+
+
+@pytest.mark.parametrize("text", ["我在抖音上看到你们的", "我脸上有皮屑", "一点半点都不想等"])
+def test_sound_alikes_of_ordinary_words_do_not_tag(tagger, text):
+    got = codes(tagger, text)
+    assert not {("concern", "acne_marks"), ("concern", "large_pores"), ("concern", "pigmentation")} & got
+
+
+@pytest.mark.parametrize(
+    "text,absent,present",
+    [
+        ("我妈妈眼袋很重，你们这做眼袋手术多少钱？", ("concern", "eye_bags"), ("project", "eye_bag_surgery")),
+        ("如果以后长斑了怎么办", ("concern", "pigmentation"), None),
+        ("点痣会不会留疤", ("concern", "scars"), ("project", "mole_removal")),
+        ("瘦脸针打完能维持多久", ("concern", "wide_jaw"), ("project", "botulinum")),
+    ],
+)
+def test_concerns_are_hers_and_stated(tagger, text, absent, present):
+    got = codes(tagger, text)
+    assert absent not in got
+    if present:
+        assert present in got
+
+
+def test_worried_questions_keep_their_intent(tagger):
+    assert ("intent", "objection_pain") in codes(tagger, "不会很疼吧？")
+    assert ("intent", "objection_pain") not in codes(tagger, "我不怕疼")
+
+
+def test_colloquial_descriptions(tagger):
+    assert ("project", "rhinoplasty") in codes(tagger, "鼻子垫一下要多少钱")
+    assert ("concern", "nasolabial_folds") in codes(tagger, "嘴巴两边的纹越来越深")
+    assert ("concern", "sagging") in codes(tagger, "脸颊摸着软塌塌的，脸都垮了")
+    assert ("project", "ha_filler") in codes(tagger, "Is it safe to do fillers while breastfeeding?")
+
+
+def test_a_staff_menu_tags_no_project(tagger):
+    segs = [
+        TextSegment(0, "眼部我们有双眼皮、开眼角、隆鼻、去眼袋这些。", speaker="staff"),
+        TextSegment(1, "我就想问问脸上的疤能不能弄平。", speaker="customer"),
+    ]
+    got = {(a.kind, a.code) for a in tagger.tag(segs)}
+    assert not {("project", "double_eyelid"), ("project", "rhinoplasty")} & got
+    assert ("concern", "scars") in got
+
+
+def test_pigmentation_gives_way_to_a_specific_spot(tagger):
+    got = codes(tagger, "两颊对称的黄褐斑，脸上斑很多")
+    assert ("concern", "melasma") in got and ("concern", "pigmentation") not in got
+
+
+def test_whole_conversation_offsets_point_into_each_segment(tagger):
+    segs = [TextSegment(i, t, speaker="customer") for i, t in enumerate(["你好", "我想做个\n热玛吉", "痘印也想弄"])]
+    for a in tagger.tag(segs):
+        for e in a.evidence:
+            assert segs[e.segment].text.replace("\n", " ")[e.char_start : e.char_end] == e.match
