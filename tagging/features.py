@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -22,6 +23,7 @@ __all__ = ["Featurizer", "SPEAKER_IDS"]
 SPEAKER_IDS = {None: 0, "customer": 1, "staff": 2}
 _SPACE = re.compile(r"\s+")
 _ASCII_WORD = re.compile(r"[a-z0-9]+")
+_HAS_ASCII = re.compile(r"[a-z0-9]")
 
 
 @dataclass
@@ -35,12 +37,13 @@ class Featurizer:
     max_len: int = 512  # n-grams per segment fed to the model (long segments are cut)
     vocab: dict[str, int] = field(default_factory=dict)
 
-    def grams(self, text: str) -> list[str]:
-        norm = _SPACE.sub(" ", normalize(text)).strip()
-        out = [f"w:{w}" for w in _ASCII_WORD.findall(norm)]
-        padded = f"^{norm}$"
+    def grams(self, text: str, *, normalized: bool = False) -> list[str]:
+        norm = _SPACE.sub(" ", text if normalized else normalize(text)).strip()
+        out = ["w:" + w for w in _ASCII_WORD.findall(norm)] if norm.isascii() or _HAS_ASCII.search(norm) else []
+        padded = "^" + norm + "$"
+        size = len(padded)
         for n in range(1, self.max_n + 1):
-            out.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+            out += [padded[i : i + n] for i in range(size - n + 1)]
         return out
 
     def fit(self, texts: Iterable[str], *, min_count: int = 1, max_size: int = 40000) -> Featurizer:
@@ -52,9 +55,12 @@ class Featurizer:
     def ids(self, texts: list[str]) -> np.ndarray:
         """An int64 matrix [len(texts), L] of n-gram ids, 0-padded (L ≥ 1)."""
         rows = []
-        for t in texts:
-            row = [self.vocab.get(g, 1) for g in self.grams(t)][: self.max_len]
-            rows.append(row or [1])
+        get = self.vocab.get
+        # one normalisation call for all texts (OpenCC per call costs more than per character)
+        norms = normalize("\n".join(t.replace("\n", " ") for t in texts)).split("\n") if texts else []
+        for t in norms:
+            grams = self.grams(t, normalized=True)[: self.max_len]
+            rows.append(list(map(get, grams, repeat(1, len(grams)))) or [1])
         width = max(len(r) for r in rows) if rows else 1
         out = np.zeros((len(rows), width), np.int64)
         for i, r in enumerate(rows):

@@ -51,6 +51,7 @@ class SoundIndex:
         self._fuzzy: dict[str, str] = {}
         self._exact_tr: dict[int, str] = {}  # str.translate tables of the two maps
         self._fuzzy_tr: dict[int, str] = {}
+        self._canonical_tr: dict[int, dict[int, str]] = {}
         self._lock = threading.Lock()
 
     def _code(self, syllable: str) -> str:
@@ -85,6 +86,34 @@ class SoundIndex:
             else:
                 self._exact_tr = tr
         return text.translate(tr)
+
+    def canonical(self, text: str, representatives: dict[str, str], keep: frozenset[str]) -> str:
+        """Same length as *text*: a Chinese character that is not in *keep* (the characters the
+        taxonomy uses) becomes the taxonomy's character of the same fuzzy sound, if there is one
+        (连 → 脸, 班 → 斑): what the speaker probably said, for patterns to match."""
+        fuzzy = self.sounds(text, fuzzy=True)
+        table = self._canonical_tr.get(id(representatives))
+        if table is None or len(table) != len(self._fuzzy):
+            table = {
+                ord(ch): representatives[code]
+                for ch, code in self._fuzzy.items()
+                if ch not in keep and code in representatives
+            }
+            self._canonical_tr[id(representatives)] = table
+        del fuzzy
+        return text.translate(table)
+
+    def representatives(self, chars: dict[str, int]) -> dict[str, str]:
+        """Fuzzy sound code → the most used of *chars* (character → how often the taxonomy uses it)."""
+        best: dict[str, tuple[int, str]] = {}
+        for ch, n in chars.items():
+            if not _is_cjk(ch):
+                continue
+            self.sounds(ch, fuzzy=True)
+            code = self._fuzzy[ch]
+            if code not in best or n > best[code][0]:
+                best[code] = (n, ch)
+        return {code: ch for code, (n, ch) in best.items()}
 
     @staticmethod
     def plausible(term: str, surface: str) -> bool:

@@ -134,6 +134,15 @@ class RuleTagger:
         self._patterns = [
             (re.compile(p), code.kind, code.code) for code in taxonomy.codes.values() for p in code.patterns
         ]
+        # characters the taxonomy uses, and for each sound the one it uses most: recognition
+        # errors in descriptions (连上有斑 for 脸上有斑) are matched on the text rewritten with them
+        used: dict[str, int] = {}
+        for code in taxonomy.codes.values():
+            for text in [t for t, _ in code.terms] + list(code.patterns):
+                for ch in text:
+                    used[ch] = used.get(ch, 0) + 1
+        self._keep = frozenset(used)
+        self._representatives = self._sound.representatives(used)
         # a pattern that must begin with one of a few literals is only tried where one of them
         # occurs (one automaton pass finds them all); the others scan the text
         self._scanned: list[int] = []
@@ -212,6 +221,21 @@ class RuleTagger:
                 start = pattern[0]
                 if m_end > start and 1 not in taken.setdefault(kind, bytearray(n))[start:m_end]:
                     chosen.append((start, m_end, pattern[2], kind, code, "pattern"))
+        # the same terms and patterns over the text rewritten by sound, where nothing matched yet
+        canon = self._sound.canonical(norm, self._representatives, self._keep)
+        if canon != norm:
+            found = []
+            for end_idx, (term, targets) in self._automaton.iter(canon):
+                start, end = end_idx - len(term) + 1, end_idx + 1
+                if canon[start:end] != norm[start:end]:
+                    found += [(start, end, term, kind, code) for kind, code, _ in targets if kind != "intent"]
+            for (start, end, text), kind, code in self._pattern_matches(canon):
+                if canon[start:end] != norm[start:end]:
+                    found.append((start, end, text, kind, code))
+            for start, end, term, kind, code in found:
+                if 1 not in taken.setdefault(kind, bytearray(n))[start:end]:
+                    chosen.append((start, end, term, kind, code, "pinyin"))
+                    taken[kind][start:end] = b"\x01" * (end - start)
         # a concern word inside a treatment's name (眼袋手术, 瘦脸针, 激光祛斑) is not the customer
         # stating the problem, unless the name says to remove it (去眼袋)
         in_name = bytearray(n)

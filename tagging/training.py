@@ -55,6 +55,7 @@ class TrainOptions:
     seed: int = 13
     max_n: int = 3
     threads: int = 2
+    noise_rate: float = 0.15  # recognition-noise copies of the training items (0: none)
 
 
 @dataclass
@@ -185,6 +186,34 @@ def _predict_pooled(model, enc: _Encoded, rows: list[int], labels) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, len(labels)), np.float32)
 
 
+# -- recognition noise ------------------------------------------------------------------------------
+def sound_noise(items: list[GoldItem], *, rate: float, seed: int) -> list[GoldItem]:
+    """Copies of *items* in which each Chinese character is, with probability *rate*, replaced by
+    a common character of the same fuzzy sound (脸 → 连, 斑 → 班): what Whisper does to accented
+    or quiet speech. The model then learns words by sound as well as by spelling."""
+    from dataclasses import replace as dc_replace
+
+    from .pinyin import COMMON_CHARS, SoundIndex
+
+    index = SoundIndex()
+    by_sound: dict[str, list[str]] = {}
+    for ch in sorted(COMMON_CHARS):
+        by_sound.setdefault(index.sounds(ch, fuzzy=True), []).append(ch)
+    rng = random.Random(seed)
+    out = []
+    for item in items:
+        segs = []
+        for seg in item.segments:
+            sounds = index.sounds(seg.text, fuzzy=True)
+            chars = [
+                rng.choice(by_sound[s]) if s in by_sound and s != c and rng.random() < rate else c
+                for c, s in zip(seg.text, sounds)
+            ]
+            segs.append(dc_replace(seg, text="".join(chars)))
+        out.append(GoldItem(item.id + "~noisy", tuple(segs), item.labels, item.cases))
+    return out
+
+
 # -- calibration and thresholds --------------------------------------------------------------------
 def _fit_calibration(r: np.ndarray, p: np.ndarray, y: np.ndarray, steps: int = 1500, lr: float = 0.5) -> dict:
     """Logistic regression of y on [r, logit(p), r>0] (all codes of one family pooled)."""
@@ -252,44 +281,48 @@ def train_version(
     if directory.exists():
         raise TaggingError(f"tagger version {version} already exists at {directory}")
     labels = [(c.kind, c.code) for c in sorted(taxonomy.codes.values(), key=lambda c: (KINDS.index(c.kind), c.code)) if c.kind in KINDS]
-    feat = Featurizer(max_n=opts.max_n).fit(s.text for it in items for s in it.segments)
-    enc = _encode(items, feat, labels)
+    noisy = sound_noise(items, rate=opts.noise_rate, seed=opts.seed) if opts.noise_rate > 0 else []
+    feat = Featurizer(max_n=opts.max_n).fit(s.text for it in items + noisy for s in it.segments)
+    enc = _encode(items + noisy, feat, labels)  # rows [0, len(items)) are the real items, then their noisy copies
     vocab_size = len(feat.vocab) + 2
     rules = RuleTagger(taxonomy)
     r = _rule_matrix(rules, items, labels)
 
-    # out-of-fold model probabilities
+    # out-of-fold model probabilities (an item's noisy copy stays in its fold)
     rng = random.Random(opts.seed)
     order = list(range(len(items)))
     rng.shuffle(order)
     folds = [order[i :: opts.folds] for i in range(opts.folds)]
-    oof = np.zeros_like(enc.y)
+    twin = (lambda i: [i, i + len(items)]) if noisy else (lambda i: [i])
+    oof = np.zeros((len(items), len(labels)), np.float32)
     for k, held in enumerate(folds):
         say(f"fold {k + 1}/{opts.folds}: training on {len(items) - len(held)} items")
-        train_rows = [i for i in order if i not in set(held)]
+        held_set = set(held)
+        train_rows = [j for i in order if i not in held_set for j in twin(i)]
         model = _fit(enc, train_rows, vocab_size, labels, opts, seed=opts.seed + k)
         oof[held] = _predict_pooled(model, enc, held, labels)
 
+    y = enc.y[: len(items)]
     calibration, thresholds = {}, {}
     kinds = [k for k in KINDS if any(l[0] == k for l in labels)]
     scores = np.zeros_like(oof)
     for kind in kinds:
         cols = [i for i, l in enumerate(labels) if l[0] == kind]
-        calibration[kind] = _fit_calibration(r[:, cols], oof[:, cols], enc.y[:, cols])
+        calibration[kind] = _fit_calibration(r[:, cols], oof[:, cols], y[:, cols])
         c = calibration[kind]
         z = c["rule"] * r[:, cols] + c["model"] * _logit(oof[:, cols]) + c["fired"] * (r[:, cols] > 0) + c["bias"]
         scores[:, cols] = 1 / (1 + np.exp(-z))
-        thresholds[kind] = _best_threshold(scores[:, cols], enc.y[:, cols])
+        thresholds[kind] = _best_threshold(scores[:, cols], y[:, cols])
         for i in cols:
-            if enc.y[:, i].sum() >= MIN_SUPPORT:
-                thresholds[f"{labels[i][0]}.{labels[i][1]}"] = _best_threshold(scores[:, i], enc.y[:, i])
+            if y[:, i].sum() >= MIN_SUPPORT:
+                thresholds[f"{labels[i][0]}.{labels[i][1]}"] = _best_threshold(scores[:, i], y[:, i])
 
     # out-of-fold report (what the calibrated hybrid would have scored on unseen training items)
     report = EvalReport(items=len(items), family={k: Scores() for k in KINDS})
     for n in range(len(items)):
         for kind in kinds:
             cols = [i for i, l in enumerate(labels) if l[0] == kind]
-            gold = {labels[i] for i in cols if enc.y[n, i] > 0}
+            gold = {labels[i] for i in cols if y[n, i] > 0}
             pred = {
                 labels[i] for i in cols
                 if scores[n, i] >= thresholds.get(f"{labels[i][0]}.{labels[i][1]}", thresholds[kind])
@@ -299,7 +332,7 @@ def train_version(
                 report.code.setdefault(key, Scores()).add({key} & gold, {key} & pred)
 
     say(f"final model: training on all {len(items)} items")
-    model = _fit(enc, order, vocab_size, labels, opts, seed=opts.seed + 100)
+    model = _fit(enc, list(range(len(items) + len(noisy))), vocab_size, labels, opts, seed=opts.seed + 100)
     directory.mkdir(parents=True)
     try:
         parity = _export(model, directory / "model.onnx", enc, feat)
@@ -317,7 +350,8 @@ def train_version(
                 "items": len(items),
                 "segments": int(sum(len(it.segments) for it in items)),
                 "sources": sources or {},
-                "positives": {f"{k}.{c}": int(enc.y[:, i].sum()) for i, (k, c) in enumerate(labels)},
+                "positives": {f"{k}.{c}": int(y[:, i].sum()) for i, (k, c) in enumerate(labels)},
+                "noisy_copies": len(noisy),
             },
             "oof": report.as_dict(),
             "parity_max_abs_diff": parity,
