@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile, status
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -283,17 +285,35 @@ def get_transcript(recording_id: str, principal: PrincipalDep, session: SessionD
 
 
 @router.get("/v1/customers/{customer_ref}", response_model=schemas.CustomerProfileOut, tags=["customers"])
-def get_customer(customer_ref: str, principal: PrincipalDep, session: SessionDep) -> schemas.CustomerProfileOut:
-    """The customer's profile: each tag with count, first/last seen and the recordings it came from."""
+def get_customer(customer_ref: str, request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
+    """The customer's profile: each tag with count, confidence, first/last seen and the
+    conversations it came from, or `source: manual`. ETag / If-None-Match supported."""
     principal.require("customers:read")
     customer = crud.get_customer(session, tenant_id=principal.tenant_id, ref=customer_ref)
+    return with_etag(request, profile_out(session, customer))
+
+
+def with_etag(request: Request, model: BaseModel) -> Response:
+    """JSON with a strong ETag over the body; 304 when the client's If-None-Match matches."""
+    body = model.model_dump_json().encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+def profile_out(session: Session, customer: Customer) -> schemas.CustomerProfileOut:
+    contact = crud.wecom_contact(session, customer_id=customer.id)
     return schemas.CustomerProfileOut(
         customer_ref=customer.ref,
         updated_at=crud.as_utc(customer.updated_at),
+        merged_into=crud.customer_ref(session, customer.merged_into_id),
+        wecom=schemas.WecomContactOut(userid=contact.userid, external_userid=contact.external_userid) if contact else None,
         tags=[
             schemas.ProfileTagOut(
                 kind=p.kind, code=p.code, label=p.label, count=p.count, confidence=p.confidence,
                 first_seen=crud.as_utc(p.first_seen), last_seen=crud.as_utc(p.last_seen), recordings=p.recordings,
+                conversations=p.conversations or [], source=p.source,
             )
             for p in crud.profile_tags(session, customer_id=customer.id)
         ],
@@ -313,14 +333,7 @@ def get_changes(
     has_more = len(rows) > limit
     rows = rows[:limit]
     return schemas.ChangesPage(
-        data=[
-            schemas.ChangeOut(
-                cursor=c.seq, customer_ref=c.customer_ref, action=c.action, kind=c.kind, code=c.code,
-                label=c.label, count=c.count, confidence=c.confidence, recording_id=c.recording_id,
-                created_at=crud.as_utc(c.created_at),
-            )
-            for c in rows
-        ],
+        data=[schemas.change_out(c) for c in rows],
         next=rows[-1].seq if rows else after,
         has_more=has_more,
     )

@@ -36,8 +36,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if start_worker and settings.workers > 0:
-            worker.start()
+        if start_worker:
+            worker.start()  # job threads (EARMARK_WORKERS), webhook deliveries, WeCom sync
         yield
         worker.stop()
         engine.dispose()
@@ -75,8 +75,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail))
 
     from .api import router
+    from .crm_api import router as crm_router
+    from .webhooks import router as webhooks_router
+    from .wecom import router as wecom_router
 
     app.include_router(router)
+    app.include_router(crm_router)
+    app.include_router(webhooks_router)
+    app.include_router(wecom_router)
     return app
 
 

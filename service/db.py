@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import models  # noqa: F401  (registers the tables)
+from . import crm_models, models  # noqa: F401  (registers the tables)
 
 
 def make_engine(url: str) -> Engine:
