@@ -224,7 +224,7 @@ class WecomSync:
         except (WecomUnavailable, WecomError) as exc:
             n = self._failures[tenant_id] = self._failures.get(tenant_id, 0) + 1
             delay = min(600.0, self.settings.webhook_backoff_base_s * 2 ** (n - 1))
-            logger.warning("WeCom sync of %s backs off %.0f s: %s", tenant_id, delay, exc)
+            logger.warning("WeCom sync of %s backs off %.1f s: %s", tenant_id, delay, exc)
             with session_scope(self.engine) as s:
                 cfg = s.get(WecomConfig, tenant_id)
                 cfg.next_run_at, cfg.last_error, cfg.updated_at = utcnow() + timedelta(seconds=delay), str(exc)[:1000], utcnow()
