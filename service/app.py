@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     init_db(engine)
+    read_engine = make_engine(settings.db_url, readonly=True) if settings.db_url.startswith("sqlite:///") else engine
     pipeline = Pipeline(settings, engine)
     worker = Worker(settings, engine, pipeline)
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         yield
         worker.stop()
         engine.dispose()
+        read_engine.dispose()
 
     app = FastAPI(
         title="Earmark",
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = read_engine  # GET routes: snapshot reads that never take the write lock
     app.state.pipeline = pipeline
     app.state.worker = worker
 

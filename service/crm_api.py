@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from . import crud, schemas
-from .api import REF, PrincipalDep, SessionDep, profile_out, with_etag
+from .api import REF, PrincipalDep, ReadSessionDep, SessionDep, profile_out, with_etag
 from .errors import BadRequest, Unprocessable
 
 router = APIRouter()
@@ -165,7 +165,7 @@ def _parse_page_token(token: str) -> tuple[datetime, int]:
 def list_customers(
     request: Request,
     principal: PrincipalDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     updated_since: Annotated[datetime | None, Query(description="ISO 8601; customers whose profile changed at or after it")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     page_token: Annotated[str | None, Query(max_length=200)] = None,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 DEFAULT_TENANT = "default"
@@ -184,9 +184,12 @@ class TagChange(SQLModel, table=True):
     """The change log CRMs pull: one row per profile change, ``seq`` is the cursor."""
 
     __tablename__ = "tag_change"
-    __table_args__ = {"sqlite_autoincrement": True}  # never reuse a sequence number
+    __table_args__ = (
+        Index("ix_tag_change_tenant_seq", "tenant_id", "seq"),  # the feed's query: tenant, seq > cursor
+        {"sqlite_autoincrement": True},  # never reuse a sequence number
+    )
     seq: int | None = Field(default=None, primary_key=True)
-    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=64)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     customer_ref: str = Field(max_length=128)
     action: str = Field(max_length=16)  # added | updated | removed

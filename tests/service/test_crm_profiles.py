@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from service import crud
+from service import crud, schemas
 from service.app import create_app
 from service.auth import ROLES, create_key
 from service.crm_models import TagReview
@@ -206,8 +206,11 @@ def test_manual_tags(client, app, keys):
                        headers=auth(keys["qa"])).status_code == 403
     r = client.delete("/v1/customers/c-m/tags/project/botulinum", headers=h)
     assert r.status_code == 200 and r.json()["tags"] == []
-    assert [(c["action"], c["source"], c["reason"]) for c in feed(client, keys["crm"])] == [
+    changes = feed(client, keys["crm"])
+    assert [(c["action"], c["source"], c["reason"]) for c in changes] == [
         ("added", "manual", "manual"), ("removed", "manual", "manual")]
+    assert set(changes[0]) == set(schemas.ChangeOut.model_fields)  # the feed's fast path keeps the schema
+    assert changes[0]["created_at"].endswith("Z")
 
     # taking away a tag the conversations gave hides that evidence; a later conversation brings it back
     seed_recording(app, [THERMAGE], customer_ref="c-n")
