@@ -7,11 +7,11 @@ wake the delivery loop.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from . import crud, schemas
@@ -243,6 +243,4 @@ def remove_manual_tag(
 
 
 def _ref_ok(ref: str) -> bool:
-    import re
-
     return re.match(REF, ref) is not None

@@ -15,9 +15,7 @@ from .crm_models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
-    WecomConfig,
     WecomContact,
-    WecomTag,
 )
 from .errors import Conflict, NotFound, Unprocessable
 from .models import (

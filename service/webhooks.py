@@ -31,7 +31,9 @@ from typing import Annotated, Literal
 import httpx
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 from standardwebhooks import Webhook
 
 from . import crud, schemas
@@ -207,17 +209,19 @@ class Dispatcher:
 
 
 # -- routes --------------------------------------------------------------------------------------
+def _check_url(v: str | None) -> str | None:
+    if v is not None:
+        u = httpx.URL(v)
+        if u.scheme not in ("http", "https") or not u.host:
+            raise ValueError("expected an http:// or https:// URL with a host")
+    return v
+
+
 class WebhookIn(BaseModel):
     url: str = Field(max_length=2000, description="http(s) URL that receives POSTs")
     description: str = Field("", max_length=200)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        u = httpx.URL(v)
-        if u.scheme not in ("http", "https") or not u.host:
-            raise ValueError("expected an http:// or https:// URL with a host")
-        return v
+    _url = field_validator("url")(_check_url)
 
 
 class WebhookPatch(BaseModel):
@@ -225,7 +229,7 @@ class WebhookPatch(BaseModel):
     description: str | None = Field(None, max_length=200)
     enabled: bool | None = None
 
-    _url = field_validator("url")(lambda cls, v: v if v is None else WebhookIn._url(v))
+    _url = field_validator("url")(_check_url)
 
 
 class WebhookOut(BaseModel):
@@ -277,9 +281,6 @@ class Queued(BaseModel):
 
 
 def _webhook_out(session, ep: WebhookEndpoint, *, with_secret: bool = False) -> WebhookOut:
-    from sqlalchemy import func
-    from sqlmodel import select
-
     counts = dict(
         session.exec(
             select(WebhookDelivery.status, func.count())

@@ -15,17 +15,22 @@ not know → that customer's changes are skipped and counted, the rest go on.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
-from sqlalchemy import update
 from sqlmodel import Session, select
 
-from . import crud
+from . import crud, schemas
+from .api import REF, PrincipalDep, SessionDep, profile_out
 from .crm_models import WecomConfig, WecomContact, WecomTag
+from .errors import NotFound, Unprocessable
 from .db import session_scope
 from .models import utcnow
 from .settings import Settings
@@ -254,8 +259,6 @@ class WecomSync:
             s.add(cfg)
 
     def _forget_tags(self, tenant_id: str) -> None:
-        from sqlalchemy import delete
-
         with session_scope(self.engine) as s:
             s.exec(delete(WecomTag).where(WecomTag.tenant_id == tenant_id))
 
@@ -292,14 +295,6 @@ class WecomSync:
 
 
 # -- routes --------------------------------------------------------------------------------------
-from datetime import datetime  # noqa: E402
-
-from fastapi import APIRouter, Request  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
-
-from . import schemas  # noqa: E402
-from .api import REF, PrincipalDep, SessionDep, profile_out  # noqa: E402
-
 router = APIRouter()
 
 
@@ -346,8 +341,6 @@ def put_wecom(body: WecomConfigIn, request: Request, principal: PrincipalDep, se
     principal.require("integrations:manage")
     u = httpx.URL(body.base_url)
     if u.scheme not in ("http", "https") or not u.host:
-        from .errors import Unprocessable
-
         raise Unprocessable("base_url: expected an http(s) URL", type="/problems/validation")
     cfg = session.get(WecomConfig, principal.tenant_id)
     if cfg is None:
@@ -355,7 +348,7 @@ def put_wecom(body: WecomConfigIn, request: Request, principal: PrincipalDep, se
     if (cfg.corp_id, cfg.secret, cfg.base_url) != (body.corp_id, body.secret, body.base_url):
         cfg.access_token = cfg.token_expires_at = None
     if cfg.base_url != body.base_url or cfg.group_prefix != body.group_prefix:
-        session.exec(__import__("sqlalchemy").delete(WecomTag).where(WecomTag.tenant_id == principal.tenant_id))
+        session.exec(delete(WecomTag).where(WecomTag.tenant_id == principal.tenant_id))
     cfg.corp_id, cfg.secret, cfg.base_url = body.corp_id, body.secret, body.base_url
     cfg.group_prefix, cfg.enabled, cfg.next_run_at, cfg.updated_at = body.group_prefix, body.enabled, None, utcnow()
     session.add(cfg)
@@ -370,8 +363,6 @@ def get_wecom(principal: PrincipalDep, session: SessionDep) -> WecomConfigOut:
     principal.require("integrations:manage")
     cfg = session.get(WecomConfig, principal.tenant_id)
     if cfg is None:
-        from .errors import NotFound
-
         raise NotFound("WeCom is not configured for this tenant", type="/problems/wecom-not-configured")
     return _config_out(session, cfg)
 
@@ -383,11 +374,7 @@ def put_customer_wecom(
     """Say which WeCom external contact this customer is (and which staff member's contact):
     her whole current profile is marked in WeCom, then every later change."""
     principal.require("customers:write")
-    import re
-
     if not re.match(REF, customer_ref):
-        from .errors import Unprocessable
-
         raise Unprocessable("customer_ref is not a valid reference", type="/problems/validation")
     customer = crud.get_or_create_customer(session, tenant_id=principal.tenant_id, ref=customer_ref)
     contact = crud.wecom_contact(session, customer_id=customer.id) or WecomContact(

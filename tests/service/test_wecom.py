@@ -31,8 +31,8 @@ def wecom():
     fake.stop()
 
 
-def build(tmp_path, start_worker: bool):
-    settings = Settings(data_dir=tmp_path / "data", workers=0, webhook_backoff_base_s=0.2, webhook_poll_s=0.1)
+def build(tmp_path, start_worker: bool, backoff_s: float = 0.2):
+    settings = Settings(data_dir=tmp_path / "data", workers=0, webhook_backoff_base_s=backoff_s, webhook_poll_s=0.1)
     app = create_app(settings, start_worker=start_worker)
     with session_scope(app.state.engine) as s:
         keys = {role: create_key(s, role=role) for role in ROLES}
@@ -84,7 +84,7 @@ def test_profile_changes_reach_wecom_through_the_worker(tmp_path, wecom):
 
 
 def test_token_refresh_rate_limits_and_the_cursor(tmp_path, wecom):
-    app, keys = build(tmp_path, start_worker=False)
+    app, keys = build(tmp_path, start_worker=False, backoff_s=1.5)
     sync = app.state.worker.wecom
     with TestClient(app) as client:
         configure(client, keys, wecom)
@@ -106,8 +106,8 @@ def test_token_refresh_rate_limits_and_the_cursor(tmp_path, wecom):
         assert sync.run_tenant("default") == 0
         cfg = config(app)
         assert cfg.cursor == before and "45009" in cfg.last_error and cfg.next_run_at is not None
-        assert sync.run_tenant("default") == 0  # still backing off
-        time.sleep(0.3)
+        assert sync.run_tenant("default") == 0  # still backing off (1.5 s)
+        time.sleep(1.6)
         assert sync.run_tenant("default") == 1
         assert wecom.tag_names(**CONTACT) == {"肉毒素", "热玛吉", "光子嫩肤"}
 
