@@ -169,6 +169,7 @@ def test_linking_a_conversation_moves_its_tags(client, app, keys):
     rec = client.get(f"/v1/recordings/{rid}", headers=auth(keys["qa"])).json()
     assert [c["customer_ref"] for c in rec["conversations"]] == [None, "c-8"]
     assert client.put(url, json={"customer_ref": "x"}, headers=auth(keys["device"])).status_code == 403
+    assert client.put(url, json={"customer_ref": "x"}, headers=auth(keys["other_tenant_admin"])).status_code == 404
     assert client.put(url, json={"customer_ref": "../x"}, headers=auth(keys["qa"])).status_code == 422
 
 
