@@ -31,16 +31,18 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     init_db(engine)
+    read_engine = make_engine(settings.db_url, readonly=True) if settings.db_url.startswith("sqlite:///") else engine
     pipeline = Pipeline(settings, engine)
     worker = Worker(settings, engine, pipeline)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if start_worker and settings.workers > 0:
-            worker.start()
+        if start_worker:
+            worker.start()  # job threads (EARMARK_WORKERS), webhook deliveries, WeCom sync
         yield
         worker.stop()
         engine.dispose()
+        read_engine.dispose()
 
     app = FastAPI(
         title="Earmark",
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = read_engine  # GET routes: snapshot reads that never take the write lock
     app.state.pipeline = pipeline
     app.state.worker = worker
 
@@ -76,9 +79,15 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
 
     from .api import router
     from .compliance_api import router as compliance_router
+    from .crm_api import router as crm_router
     from .taxonomy_api import router as taxonomy_router
+    from .webhooks import router as webhooks_router
+    from .wecom import router as wecom_router
 
     app.include_router(router)
+    app.include_router(crm_router)
+    app.include_router(webhooks_router)
+    app.include_router(wecom_router)
     app.include_router(taxonomy_router)
     app.include_router(compliance_router)
     return app

@@ -9,6 +9,11 @@ A key looks like ``em_<id>_<secret>``; only sha256(secret) is stored. Roles:
 | transcripts:read    |        |     | ✓  |   ✓   |
 | customers:read      |        |  ✓  | ✓  |   ✓   |
 | changes:read        |        |  ✓  |    |   ✓   |
+| reviews:write       |        |     | ✓  |   ✓   |
+| conversations:link  |        |  ✓  | ✓  |   ✓   |
+| customers:write     |        |  ✓  |    |   ✓   |
+| webhooks:manage     |        |  ✓  |    |   ✓   |
+| integrations:manage |        |     |    |   ✓   |
 | keys:manage         |        |     |    |   ✓   |
 | taxonomy:read       |        |  ✓  | ✓  |   ✓   |
 | taxonomy:write      |        |     |    |   ✓   |
@@ -35,6 +40,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "transcripts:read": frozenset({"qa", "admin"}),
     "customers:read": frozenset({"crm", "qa", "admin"}),
     "changes:read": frozenset({"crm", "admin"}),
+    "reviews:write": frozenset({"qa", "admin"}),  # accept / reject / add tags on a conversation
+    "conversations:link": frozenset({"crm", "qa", "admin"}),  # say whose conversation it was
+    "customers:write": frozenset({"crm", "admin"}),  # manual tags, merges, WeCom contact
+    "webhooks:manage": frozenset({"crm", "admin"}),
+    "integrations:manage": frozenset({"admin"}),  # WeCom credentials
     "keys:manage": frozenset({"admin"}),
     "taxonomy:read": frozenset({"crm", "qa", "admin"}),
     "taxonomy:write": frozenset({"admin"}),

@@ -23,6 +23,9 @@ keys_app = typer.Typer(help="Create API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 eval_app = typer.Typer(help="Measure accuracy on labelled data.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+from .crm_cli import crm_app  # noqa: E402
+
+app.add_typer(crm_app, name="crm")
 err = Console(stderr=True)
 
 

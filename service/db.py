@@ -9,10 +9,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
-from . import models  # noqa: F401  (registers the tables)
+from . import crm_models, models  # noqa: F401  (registers the tables)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine; ``readonly`` engines (SQLite) begin deferred read transactions that never take
+    the write lock (WAL readers see a committed snapshot), for the GET routes."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -24,13 +26,16 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            if readonly:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover - trivial
             # Take the write lock up front: a deferred transaction that later writes can fail with
             # "database is locked" instead of waiting; IMMEDIATE waits (busy_timeout) instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers begin deferred: in WAL mode they neither wait for nor block the writer.
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 DEFAULT_TENANT = "default"
@@ -56,8 +56,9 @@ class Customer(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
     ref: str = Field(max_length=128)
+    merged_into_id: int | None = Field(default=None, foreign_key="customer.id")  # set by a merge
     created_at: datetime = _ts(nullable=False)
-    updated_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False, index=True)
 
 
 class Recording(SQLModel, table=True):
@@ -100,6 +101,7 @@ class Conversation(SQLModel, table=True):
     start: float
     end: float
     customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    customer_linked_by: str | None = Field(default=None, max_length=32)  # API key id that linked it by hand
     split_reason: str = Field(default="", max_length=32)  # start | pause | appointment
     staff_seconds: float = 0.0
     customer_seconds: float = 0.0
@@ -152,7 +154,7 @@ class TagAssignment(SQLModel, table=True):
     method: str = Field(max_length=32)
     taxonomy_version: str = Field(max_length=32)
     tagger_version: str = Field(max_length=32)
-    status: str = Field(default="auto", max_length=16)  # auto | accepted | rejected
+    status: str = Field(default="auto", max_length=16)  # auto | accepted | rejected (QA reviews)
     evidence: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts(nullable=False)
 
@@ -173,6 +175,8 @@ class ProfileTag(SQLModel, table=True):
     first_seen: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     last_seen: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     recordings: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    conversations: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # "rid:idx"
+    source: str = Field(default="conversation", max_length=16)  # conversation | manual
     updated_at: datetime = _ts(nullable=False)
 
 
@@ -180,9 +184,12 @@ class TagChange(SQLModel, table=True):
     """The change log CRMs pull: one row per profile change, ``seq`` is the cursor."""
 
     __tablename__ = "tag_change"
-    __table_args__ = {"sqlite_autoincrement": True}  # never reuse a sequence number
+    __table_args__ = (
+        Index("ix_tag_change_tenant_seq", "tenant_id", "seq"),  # the feed's query: tenant, seq > cursor
+        {"sqlite_autoincrement": True},  # never reuse a sequence number
+    )
     seq: int | None = Field(default=None, primary_key=True)
-    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=64)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     customer_ref: str = Field(max_length=128)
     action: str = Field(max_length=16)  # added | updated | removed
@@ -192,6 +199,8 @@ class TagChange(SQLModel, table=True):
     count: int
     confidence: float
     recording_id: str | None = Field(default=None, max_length=32)
+    source: str = Field(default="conversation", max_length=16)  # conversation | manual
+    reason: str = Field(default="tagging", max_length=16)  # tagging | review | link | merge | manual
     created_at: datetime = _ts(nullable=False)
 
 

@@ -100,16 +100,25 @@ class ProfileTagOut(BaseModel):
     kind: str
     code: str
     label: str
-    count: int = Field(description="number of recordings the tag came from")
+    count: int = Field(description="number of conversations the tag came from (0: set by the CRM only)")
     confidence: float
     first_seen: datetime
     last_seen: datetime
     recordings: list[str]
+    conversations: list[str] = Field([], description="`<recording_id>:<conversation index>` of each conversation")
+    source: str = Field("conversation", description="conversation | manual (set by a CRM)")
+
+
+class WecomContactOut(BaseModel):
+    userid: str
+    external_userid: str
 
 
 class CustomerProfileOut(BaseModel):
     customer_ref: str
     updated_at: datetime
+    merged_into: str | None = Field(None, description="set when this record was merged into another customer")
+    wecom: WecomContactOut | None = None
     tags: list[ProfileTagOut]
 
 
@@ -123,7 +132,21 @@ class ChangeOut(BaseModel):
     count: int
     confidence: float
     recording_id: str | None
+    source: str = Field("conversation", description="conversation | manual")
+    reason: str = Field("tagging", description="what caused it: tagging | review | link | merge | manual")
     created_at: datetime
+
+
+def change_out(c) -> ChangeOut:
+    """A ``TagChange`` row as the feed and the webhooks show it."""
+    from datetime import timezone
+
+    created = c.created_at if c.created_at.tzinfo else c.created_at.replace(tzinfo=timezone.utc)
+    return ChangeOut(
+        cursor=c.seq, customer_ref=c.customer_ref, action=c.action, kind=c.kind, code=c.code, label=c.label,
+        count=c.count, confidence=c.confidence, recording_id=c.recording_id, source=c.source, reason=c.reason,
+        created_at=created,
+    )
 
 
 class ChangesPage(BaseModel):

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=0, le=16, description="in-process worker threads (0 = none)")
     job_lease_seconds: int = Field(900, ge=10, description="a running job's lease; an expired lease is reclaimed")
     job_max_attempts: int = Field(3, ge=1)
+    webhook_concurrency: int = Field(8, ge=1, le=64, description="webhook endpoints sent to at the same time (one in flight per endpoint)")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="how long one webhook request may take")
+    webhook_backoff_base_s: float = Field(5.0, gt=0, description="first retry delay; doubles per attempt, jittered")
+    webhook_backoff_max_s: float = Field(4 * 3600.0, gt=0, description="longest delay between two attempts")
+    webhook_max_age_s: float = Field(86400.0, gt=0, description="a delivery still failing after this long goes to the dead-letter list")
+    webhook_poll_s: float = Field(1.0, gt=0, description="how often the delivery loop looks for due deliveries")
+    wecom_batch: int = Field(100, ge=1, le=1000, description="changes the WeCom connector applies per round")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     broker_url: str | None = Field(None, description="reserved for the Celery scale-out (not used by the embedded default)")

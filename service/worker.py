@@ -30,8 +30,17 @@ class Worker:
         self.wake = threading.Event()
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
+        from .webhooks import Dispatcher
+        from .wecom import WecomSync
+
+        self.deliveries = Dispatcher(settings, engine)  # webhook outbox → subscribers
+        self.wecom = WecomSync(settings, engine, taxonomy=lambda: pipeline.tagger.taxonomy)  # change feed → WeCom
 
     def start(self) -> None:
+        self.deliveries.start()
+        self.wecom.start()
+        if self.threads == 0:  # accept uploads only: no job runs here
+            return
         with session_scope(self.engine) as s:
             n = crud.requeue_running(s)
         if n:
@@ -42,6 +51,8 @@ class Worker:
             self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.deliveries.stop(timeout)
+        self.wecom.stop(timeout)
         self.stop_event.set()
         self.wake.set()
         for t in self._threads:
@@ -49,6 +60,11 @@ class Worker:
 
     def notify(self) -> None:
         self.wake.set()
+
+    def notify_deliveries(self) -> None:
+        """New profile changes were committed: send them now rather than at the next poll."""
+        self.deliveries.notify()
+        self.wecom.notify()
 
     def _loop(self) -> None:
         name = f"{os.getpid()}:{threading.current_thread().name}"

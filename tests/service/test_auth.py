@@ -9,6 +9,9 @@ ROUTES = [  # (method, path template, roles allowed)
     ("GET", "/v1/recordings/{rid}/transcript", {"qa", "admin"}),
     ("GET", "/v1/customers/cust-auth", {"crm", "qa", "admin"}),
     ("GET", "/v1/changes", {"crm", "admin"}),
+    ("GET", "/v1/customers", {"crm", "qa", "admin"}),
+    ("GET", "/v1/webhooks", {"crm", "admin"}),
+    ("GET", "/v1/recordings/{rid}/conversations/0/reviews", {"qa", "admin"}),
 ]
 
 
