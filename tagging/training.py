@@ -55,7 +55,6 @@ class TrainOptions:
     seed: int = 13
     max_n: int = 3
     threads: int = 2
-    noise_rate: float = 0.15  # recognition-noise copies of the training items (0: none)
 
 
 @dataclass
@@ -186,34 +185,6 @@ def _predict_pooled(model, enc: _Encoded, rows: list[int], labels) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, len(labels)), np.float32)
 
 
-# -- recognition noise ------------------------------------------------------------------------------
-def sound_noise(items: list[GoldItem], *, rate: float, seed: int) -> list[GoldItem]:
-    """Copies of *items* in which each Chinese character is, with probability *rate*, replaced by
-    a common character of the same fuzzy sound (脸 → 连, 斑 → 班): what Whisper does to accented
-    or quiet speech. The model then learns words by sound as well as by spelling."""
-    from dataclasses import replace as dc_replace
-
-    from .pinyin import COMMON_CHARS, SoundIndex
-
-    index = SoundIndex()
-    by_sound: dict[str, list[str]] = {}
-    for ch in sorted(COMMON_CHARS):
-        by_sound.setdefault(index.sounds(ch, fuzzy=True), []).append(ch)
-    rng = random.Random(seed)
-    out = []
-    for item in items:
-        segs = []
-        for seg in item.segments:
-            sounds = index.sounds(seg.text, fuzzy=True)
-            chars = [
-                rng.choice(by_sound[s]) if s in by_sound and s != c and rng.random() < rate else c
-                for c, s in zip(seg.text, sounds)
-            ]
-            segs.append(dc_replace(seg, text="".join(chars)))
-        out.append(GoldItem(item.id + "~noisy", tuple(segs), item.labels, item.cases))
-    return out
-
-
 # -- calibration and thresholds --------------------------------------------------------------------
 def _fit_calibration(r: np.ndarray, p: np.ndarray, y: np.ndarray, steps: int = 1500, lr: float = 0.5) -> dict:
     """Logistic regression of y on [r, logit(p), r>0] (all codes of one family pooled)."""
@@ -281,28 +252,26 @@ def train_version(
     if directory.exists():
         raise TaggingError(f"tagger version {version} already exists at {directory}")
     labels = [(c.kind, c.code) for c in sorted(taxonomy.codes.values(), key=lambda c: (KINDS.index(c.kind), c.code)) if c.kind in KINDS]
-    noisy = sound_noise(items, rate=opts.noise_rate, seed=opts.seed) if opts.noise_rate > 0 else []
-    feat = Featurizer(max_n=opts.max_n).fit(s.text for it in items + noisy for s in it.segments)
-    enc = _encode(items + noisy, feat, labels)  # rows [0, len(items)) are the real items, then their noisy copies
+    feat = Featurizer(max_n=opts.max_n).fit(s.text for it in items for s in it.segments)
+    enc = _encode(items, feat, labels)
     vocab_size = len(feat.vocab) + 2
     rules = RuleTagger(taxonomy)
     r = _rule_matrix(rules, items, labels)
 
-    # out-of-fold model probabilities (an item's noisy copy stays in its fold)
+    # out-of-fold model probabilities
     rng = random.Random(opts.seed)
     order = list(range(len(items)))
     rng.shuffle(order)
     folds = [order[i :: opts.folds] for i in range(opts.folds)]
-    twin = (lambda i: [i, i + len(items)]) if noisy else (lambda i: [i])
     oof = np.zeros((len(items), len(labels)), np.float32)
     for k, held in enumerate(folds):
         say(f"fold {k + 1}/{opts.folds}: training on {len(items) - len(held)} items")
         held_set = set(held)
-        train_rows = [j for i in order if i not in held_set for j in twin(i)]
+        train_rows = [i for i in order if i not in held_set]
         model = _fit(enc, train_rows, vocab_size, labels, opts, seed=opts.seed + k)
         oof[held] = _predict_pooled(model, enc, held, labels)
 
-    y = enc.y[: len(items)]
+    y = enc.y
     calibration, thresholds = {}, {}
     kinds = [k for k in KINDS if any(l[0] == k for l in labels)]
     scores = np.zeros_like(oof)
@@ -332,7 +301,7 @@ def train_version(
                 report.code.setdefault(key, Scores()).add({key} & gold, {key} & pred)
 
     say(f"final model: training on all {len(items)} items")
-    model = _fit(enc, list(range(len(items) + len(noisy))), vocab_size, labels, opts, seed=opts.seed + 100)
+    model = _fit(enc, order, vocab_size, labels, opts, seed=opts.seed + 100)
     directory.mkdir(parents=True)
     try:
         parity = _export(model, directory / "model.onnx", enc, feat)
@@ -351,7 +320,6 @@ def train_version(
                 "segments": int(sum(len(it.segments) for it in items)),
                 "sources": sources or {},
                 "positives": {f"{k}.{c}": int(y[:, i].sum()) for i, (k, c) in enumerate(labels)},
-                "noisy_copies": len(noisy),
             },
             "oof": report.as_dict(),
             "parity_max_abs_diff": parity,

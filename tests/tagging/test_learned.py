@@ -16,21 +16,21 @@ from tagging.training import TrainOptions, train_version
 from tests.conftest import REPO
 
 DATA = REPO / "tagging" / "data"
-SMALL = TrainOptions(epochs=4, folds=2, dim=16, hidden=32, threads=1)
+SMALL = TrainOptions(epochs=6, folds=2, dim=16, hidden=32, threads=1)
 
 
 @pytest.fixture(scope="module")
 def small_version(tmp_path_factory, taxonomy):
-    items = load_gold(DATA / "train.jsonl")[:80]
+    items = load_gold(DATA / "train.jsonl")[:200]
     out = tmp_path_factory.mktemp("tagger")
-    return train_version(items, taxonomy, out, version="tg-test", options=SMALL, sources={"test": 80})
+    return train_version(items, taxonomy, out, version="tg-test", options=SMALL, sources={"test": 200})
 
 
 def test_training_writes_a_complete_version(small_version):
     d = small_version.directory
     assert {p.name for p in d.iterdir()} >= {"model.onnx", "tagger.json"}
     meta = json.loads((d / "tagger.json").read_text(encoding="utf-8"))
-    assert meta["version"] == "tg-test" and meta["training"]["items"] == 80
+    assert meta["version"] == "tg-test" and meta["training"]["items"] == 200
     assert set(meta["calibration"]) == {"project", "concern", "intent"}
     assert all(0.2 <= t <= 0.8 for t in meta["thresholds"].values())
     assert small_version.parity_max_abs_diff < 1e-4
