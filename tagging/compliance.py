@@ -20,14 +20,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import ahocorasick
-import yaml
 
 from .errors import TaxonomyError
 from .normalize import normalize
+from .taxonomy import load_yaml
 from .types import TextSegment
 
 __all__ = ["ComplianceChecker", "ComplianceFlag", "ComplianceRule", "COMPLIANCE_VERSION"]
@@ -133,19 +132,7 @@ class ComplianceChecker:
     @classmethod
     def load(cls, path: str | Path | None = None) -> ComplianceChecker:
         """Load compliance rules from YAML; the bundled ``taxonomy/compliance.yaml`` when *path* is None."""
-        if path is None:
-            text = (resources.files("tagging") / "taxonomy" / "compliance.yaml").read_text("utf-8")
-            where = "bundled compliance rules"
-        else:
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise TaxonomyError(f"cannot read compliance rules {path}: {exc}") from exc
-            where = str(path)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TaxonomyError(f"{where} is not valid YAML: {exc}") from exc
+        data, where = load_yaml(path, bundled="compliance.yaml", what="compliance rules")
         return cls.from_dict(data, where=where)
 
     @classmethod

@@ -16,11 +16,29 @@ import yaml
 from .errors import TaxonomyError
 from .types import KINDS
 
-__all__ = ["TagCode", "Taxonomy", "TERM_TYPES"]
+__all__ = ["TagCode", "Taxonomy", "TERM_TYPES", "load_yaml"]
 
 #: term type → how much a match of that type is worth as evidence
 TERM_TYPES = {"synonym": 0.95, "colloquial": 0.85, "phrase": 0.8, "asr_variant": 0.7, "pattern": 0.7, "pinyin": 0.6}
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def load_yaml(path: str | Path | None, *, bundled: str, what: str) -> tuple[object, str]:
+    """A YAML file's data and a name for it in messages; the bundled ``taxonomy/<bundled>`` when
+    *path* is None. Unreadable or invalid files raise :class:`TaxonomyError` saying so."""
+    if path is None:
+        text = (resources.files("tagging") / "taxonomy" / bundled).read_text("utf-8")
+        where = f"bundled {what}"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TaxonomyError(f"cannot read {what} {path}: {exc}") from exc
+        where = str(path)
+    try:
+        return yaml.safe_load(text), where
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"{where} is not valid YAML: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -44,19 +62,7 @@ class Taxonomy:
     @classmethod
     def load(cls, path: str | Path | None = None) -> Taxonomy:
         """Load a taxonomy YAML file; the bundled default when *path* is None."""
-        if path is None:
-            text = (resources.files("tagging") / "taxonomy" / "default.yaml").read_text("utf-8")
-            where = "bundled default taxonomy"
-        else:
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise TaxonomyError(f"cannot read taxonomy {path}: {exc}") from exc
-            where = str(path)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TaxonomyError(f"{where} is not valid YAML: {exc}") from exc
+        data, where = load_yaml(path, bundled="default.yaml", what="taxonomy")
         return cls.from_dict(data, where=where)
 
     @classmethod
