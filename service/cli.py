@@ -468,6 +468,7 @@ def train(
             items += got
             sources["QA-reviewed conversations"] = len(got)
         err.print("training on " + ", ".join(f"{v} from {k}" for k, v in sources.items()))
+        active = settings.tagger_version or registry.active()  # before the new version exists
         with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
             task = bar.add_task("training", total=None)
             result = train_version(
@@ -475,7 +476,6 @@ def train(
                 options=TrainOptions(epochs=epochs, folds=folds), sources=sources,
                 progress=lambda msg: bar.update(task, description=msg),
             )
-        active = settings.tagger_version or registry.active()
         candidate = registry.load(taxonomy, result.version)
         current = registry.load(taxonomy, active)
         passed = True
