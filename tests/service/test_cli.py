@@ -100,7 +100,10 @@ def test_train_activate_refuse_force_and_rollback(env, tmp_path):
     gold = tmp_path / "quiet.jsonl"
     gold.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in quiet), encoding="utf-8")
     env = {**env, "EARMARK_TAGGER_DIR": str(tmp_path / "tagger"), "EARMARK_TAGGER_VERSION": ""}
-    assert earmark(env, "models", "activate", "rules").returncode == 0
+    # the rules alone score below the bundled version: switching to them needs --force
+    refused = earmark(env, "models", "activate", "rules", check=False)
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    assert earmark(env, "models", "activate", "rules", "--force").returncode == 0
 
     r = earmark(env, "train", "--no-bundled", "--data", str(data), "--gold", str(gold), "--epochs", "3", "--folds", "2",
                 "--version", "tg-small", check=False)
@@ -122,3 +125,4 @@ def test_train_activate_refuse_force_and_rollback(env, tmp_path):
     back = earmark(env, "models", "rollback").stdout
     assert "active tagger: rules" in back
     assert json.loads((tmp_path / "tagger" / "active.json").read_text())["active"] == "rules"
+    assert "active tagger: tg-" in earmark(env, "models", "rollback").stdout  # and back to the bundled one
