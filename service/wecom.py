@@ -214,6 +214,8 @@ class WecomSync:
                 contact = contacts[customer_id]
                 add = sorted(mapping[k] for k, on in per.items() if on)
                 remove = sorted(mapping[k] for k, on in per.items() if not on)
+                if not add and not remove:  # a new contact with an empty profile: nothing to send
+                    continue
                 try:
                     client.mark_tag(userid=contact.userid, external_userid=contact.external_userid, add=add, remove=remove)
                     applied += 1

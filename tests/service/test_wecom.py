@@ -159,3 +159,17 @@ def test_wecom_configuration_is_admin_only_and_per_tenant(tmp_path, wecom):
         assert client.put("/v1/integrations/wecom", json=body, headers=auth(keys["admin"])).status_code == 200
         assert client.get("/v1/integrations/wecom", headers=auth(keys["other"])).status_code == 404
         assert client.put("/v1/customers/c/wecom", json=CONTACT, headers=auth(keys["qa"])).status_code == 403
+
+
+def test_a_new_contact_without_tags_sends_nothing(tmp_path, wecom):
+    """WeCom refuses a mark_tag with nothing to add or remove (errcode 40058): a contact linked
+    before her first tagged conversation must not make the connector fail."""
+    app, keys = build(tmp_path, start_worker=False)
+    sync = app.state.worker.wecom
+    with TestClient(app) as client:
+        configure(client, keys, wecom)
+        assert client.put("/v1/customers/c-empty/wecom", json=CONTACT, headers=auth(keys["crm"])).status_code == 200
+        sync.run_tenant("default")
+        assert wecom.calls["externalcontact/mark_tag"] == 0
+        state = client.get("/v1/integrations/wecom", headers=auth(keys["admin"])).json()
+        assert state["last_error"] is None
