@@ -10,6 +10,7 @@ from service.auth import ROLES, create_key
 from service.db import session_scope
 from service.settings import Settings
 from tests.conftest import DATA
+from tests.service.receiver import Receiver
 
 
 @pytest.fixture
@@ -49,3 +50,19 @@ def upload(client, key, path: Path = DATA / "zh_dialogue.wav", **fields):
     data.update({k: v for k, v in fields.items() if v is not None})
     with open(path, "rb") as f:
         return client.post("/v1/recordings", headers=auth(key), files={"file": (path.name, f, "audio/wav")}, data=data)
+
+
+@pytest.fixture
+def receivers():
+    """Webhook receivers on loopback (tests/service/receiver.py), stopped after the test."""
+    made: list[Receiver] = []
+
+    def make(**kw) -> Receiver:
+        r = Receiver(**kw).start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+

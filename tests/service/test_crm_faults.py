@@ -10,7 +10,6 @@ import time
 import httpx
 import pytest
 
-from tests.service.receiver import Receiver
 from tests.service.test_server_process import Server, free_port
 
 FAST_RETRIES = {
@@ -28,20 +27,6 @@ def server(tmp_path, model_cache, monkeypatch):
     srv = Server(tmp_path / "data", model_cache, tmp_path / "server.log")
     yield srv
     srv.kill()
-
-
-@pytest.fixture
-def receivers():
-    made: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw).start()
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def admin(server: Server) -> dict[str, str]:

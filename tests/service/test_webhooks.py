@@ -19,7 +19,6 @@ from service.db import session_scope
 from service.settings import Settings
 from service.webhooks import backoff_delay, retry_after_seconds, signed_headers
 from tests.service.conftest import auth
-from tests.service.receiver import Receiver
 
 CODES = ["botulinum", "thermage", "ha_filler", "ipl", "picosecond", "hifu"]
 
@@ -28,20 +27,6 @@ def make_settings(tmp_path, **kw) -> Settings:
     base = dict(data_dir=tmp_path / "data", workers=0, webhook_backoff_base_s=0.2, webhook_backoff_max_s=1.0,
                 webhook_poll_s=0.1, webhook_timeout_s=10.0)
     return Settings(**{**base, **kw})
-
-
-@pytest.fixture
-def receivers():
-    made: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw).start()
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 @pytest.fixture
