@@ -51,7 +51,7 @@ class SoundIndex:
         self._fuzzy: dict[str, str] = {}
         self._exact_tr: dict[int, str] = {}  # str.translate tables of the two maps
         self._fuzzy_tr: dict[int, str] = {}
-        self._canonical_tr: dict[int, dict[int, str]] = {}
+        self._canonical_tr: dict[int, tuple[int, dict[int, str]]] = {}  # per map: (characters known, table)
         self._lock = threading.Lock()
 
     def _code(self, syllable: str) -> str:
@@ -72,12 +72,15 @@ class SoundIndex:
             self._exact[ch] = self._code(syl)
             self._fuzzy[ch] = self._code("~" + fuzzy)
 
-    def sounds(self, text: str, *, fuzzy: bool) -> str:
-        """Same length as *text*: each Chinese character → its sound code; others unchanged."""
-        table = self._fuzzy if fuzzy else self._exact
-        for ch in set(text).difference(table):
+    def _learn_all(self, text: str) -> None:
+        for ch in set(text).difference(self._fuzzy):
             if _is_cjk(ch):
                 self._learn(ch)
+
+    def sounds(self, text: str, *, fuzzy: bool) -> str:
+        """Same length as *text*: each Chinese character → its sound code; others unchanged."""
+        self._learn_all(text)
+        table = self._fuzzy if fuzzy else self._exact
         tr = self._fuzzy_tr if fuzzy else self._exact_tr
         if len(tr) != len(table):  # new characters learned: rebuild the translation table
             tr = {ord(ch): code for ch, code in table.items()}
@@ -91,16 +94,15 @@ class SoundIndex:
         """Same length as *text*: a Chinese character that is not in *keep* (the characters the
         taxonomy uses) becomes the taxonomy's character of the same fuzzy sound, if there is one
         (连 → 脸, 班 → 斑): what the speaker probably said, for patterns to match."""
-        fuzzy = self.sounds(text, fuzzy=True)
-        table = self._canonical_tr.get(id(representatives))
-        if table is None or len(table) != len(self._fuzzy):
+        self._learn_all(text)
+        learned, table = self._canonical_tr.get(id(representatives), (-1, {}))
+        if learned != len(self._fuzzy):  # characters learned since the table was built
             table = {
                 ord(ch): representatives[code]
                 for ch, code in self._fuzzy.items()
                 if ch not in keep and code in representatives
             }
-            self._canonical_tr[id(representatives)] = table
-        del fuzzy
+            self._canonical_tr[id(representatives)] = (len(self._fuzzy), table)
         return text.translate(table)
 
     def representatives(self, chars: dict[str, int]) -> dict[str, str]:
@@ -109,7 +111,7 @@ class SoundIndex:
         for ch, n in chars.items():
             if not _is_cjk(ch):
                 continue
-            self.sounds(ch, fuzzy=True)
+            self._learn_all(ch)
             code = self._fuzzy[ch]
             if code not in best or n > best[code][0]:
                 best[code] = (n, ch)
