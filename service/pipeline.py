@@ -76,42 +76,43 @@ class Pipeline:
     def tagger_version(self) -> str:
         return self.settings.tagger_version or self.registry.active()
 
+    def _with_overrides(self, row, tenant_id: str) -> tuple[tagging.Taxonomy, int]:
+        if row is None or not row.data:
+            return self.taxonomy, 0
+        return self.taxonomy.with_overrides(row.data, label=f"{tenant_id}.r{row.revision}"), row.revision
+
     def tenant_taxonomy(self, session, tenant_id: str) -> tuple[tagging.Taxonomy, int]:
         """The taxonomy with the tenant's overrides applied, and their revision (0: none)."""
         row = crud.get_taxonomy_override(session, tenant_id=tenant_id)
-        if row is None or not row.data:
-            return self.taxonomy, (row.revision if row else 0)
-        return self.taxonomy.with_overrides(row.data, label=f"{tenant_id}.r{row.revision}"), row.revision
+        taxonomy, _ = self._with_overrides(row, tenant_id)
+        return taxonomy, (row.revision if row else 0)
 
-    def tagger_for(self, session, tenant_id: str):
-        """The active tagger over the tenant's taxonomy; rebuilt when the active version is
-        switched (``earmark models activate``) or the tenant's overrides change."""
-        revision_row = crud.get_taxonomy_override(session, tenant_id=tenant_id)
-        revision = revision_row.revision if revision_row and revision_row.data else 0
-        key = (tenant_id if revision else "", revision, self.tagger_version(), self.registry.stamp())
+    def _cached_tagger(self, owner: str, revision: int, taxonomy):
+        """The active version over *taxonomy*, built once per (owner, revision, version, switch);
+        rebuilt when the active version is switched (``earmark models activate``) or the owner's
+        overrides change. One tagger per owner stays in memory."""
+        key = (owner, revision, self.tagger_version(), self.registry.stamp())
         with self._lock:
             tagger = self._taggers.get(key)
             if tagger is None:
-                taxonomy, _ = self.tenant_taxonomy(session, tenant_id) if revision else (self.taxonomy, 0)
-                tagger = self.registry.load(taxonomy, key[2])
-                stale = [k for k in self._taggers if k[0] == key[0]]
-                for k in stale:  # one tagger per tenant stays in memory
+                taxonomy = taxonomy()
+                for k in [k for k in self._taggers if k[0] == owner]:
                     del self._taggers[k]
-                self._taggers[key] = tagger
+                tagger = self._taggers[key] = self.registry.load(taxonomy, key[2])
                 logger.info("tagger %s loaded (taxonomy %s)", tagger.version, taxonomy.version)
             return tagger
 
+    def tagger_for(self, session, tenant_id: str):
+        """The active tagger over the tenant's taxonomy (tenants without overrides share one)."""
+        row = crud.get_taxonomy_override(session, tenant_id=tenant_id)
+        if row is None or not row.data:
+            return self.tagger
+        return self._cached_tagger(tenant_id, row.revision, lambda: self._with_overrides(row, tenant_id)[0])
+
     @property
     def tagger(self):
-        """The default tenant-free tagger (the base taxonomy, the active version)."""
-        key = ("", 0, self.tagger_version(), self.registry.stamp())
-        with self._lock:
-            tagger = self._taggers.get(key)
-            if tagger is None:
-                for k in [k for k in self._taggers if k[0] == ""]:
-                    del self._taggers[k]
-                tagger = self._taggers[key] = self.registry.load(self.taxonomy, key[2])
-            return tagger
+        """The tagger over the base taxonomy (no tenant's overrides), the active version."""
+        return self._cached_tagger("", 0, lambda: self.taxonomy)
 
     @property
     def transcriber(self) -> asr.Transcriber:
