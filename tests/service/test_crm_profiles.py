@@ -7,12 +7,11 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from service import crud, schemas
 from service.app import create_app
-from service.auth import ROLES, create_key
+from service.auth import create_key
 from service.crm_models import TagReview
 from service.db import session_scope
 from service.models import Customer, TagAssignment
@@ -30,18 +29,7 @@ def app(tmp_path):
     return create_app(Settings(data_dir=tmp_path / "data", workers=0), start_worker=False)
 
 
-@pytest.fixture
-def client(app):
-    with TestClient(app) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(app) -> dict[str, str]:
-    with session_scope(app.state.engine) as s:
-        out = {role: create_key(s, role=role) for role in ROLES}
-        out["other_tenant_admin"] = create_key(s, role="admin", tenant_id="clinic-b")
-    return out
+# client and keys: tests/service/conftest.py (over this module's app, which needs no model)
 
 
 def profile(client, key, ref) -> dict:
