@@ -29,7 +29,7 @@ import numpy as np
 from .errors import TaggingError
 from .evaluate import EvalReport, GoldItem, Scores
 from .features import SPEAKER_IDS, Featurizer
-from .learned import FORMAT, HybridTagger, LearnedModel, _logit
+from .learned import FORMAT, _logit
 from .rules import RuleTagger
 from .taxonomy import Taxonomy
 from .types import KINDS
@@ -413,6 +413,3 @@ def write_card(directory: Path, result: TrainResult) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
-
-def load_hybrid(taxonomy: Taxonomy, directory: Path) -> HybridTagger:
-    return HybridTagger(taxonomy, LearnedModel(directory))
